@@ -1,0 +1,40 @@
+"""alignkit's core: the plugin contract, records, the stage runner and the run directory.
+
+Plugins import only the names re-exported here (and the documented submodules);
+the core holds no algorithm, model or storage code.
+"""
+
+from alignkit.core.errors import AlignkitError, ConfigError, DataError, PluginError
+from alignkit.core.hookspecs import hookimpl, hookspec
+from alignkit.core.types import (
+    DataSourceEntry,
+    FeedbackProviderEntry,
+    Judgement,
+    LoadedModel,
+    LoggerEntry,
+    ModelSpec,
+    OptimizerEntry,
+    PreferenceModelEntry,
+    StageResult,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlignkitError",
+    "ConfigError",
+    "DataError",
+    "DataSourceEntry",
+    "FeedbackProviderEntry",
+    "Judgement",
+    "LoadedModel",
+    "LoggerEntry",
+    "ModelSpec",
+    "OptimizerEntry",
+    "PluginError",
+    "PreferenceModelEntry",
+    "StageResult",
+    "__version__",
+    "hookimpl",
+    "hookspec",
+]

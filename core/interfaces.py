@@ -1,0 +1,63 @@
+"""Small Protocols that components implement. Nothing here is a base class to inherit."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol, Sequence, runtime_checkable
+
+if TYPE_CHECKING:
+    import datasets
+    import torch
+
+    from alignkit.core.pipeline import StageContext
+    from alignkit.core.types import Judgement, StageResult
+
+Split = Literal["train", "eval"]
+
+
+@runtime_checkable
+class DataSource(Protocol):
+    """Hands out validated Hugging Face datasets with TRL-compatible columns.
+
+    SFT rows have ``messages`` (a list of ``{"role", "content"}``; loss on assistant turns).
+    Preference rows have ``prompt`` (messages up to the answer), ``chosen`` and ``rejected``
+    (assistant text) and optionally ``strength`` = P(chosen preferred).
+    Prompt rows have ``prompt`` (messages). A method returns None when the source has no
+    such data.
+    """
+
+    def sft(self, split: Split) -> datasets.Dataset | None: ...
+
+    def preferences(self, split: Split) -> datasets.Dataset | None: ...
+
+    def prompts(self, split: Split) -> datasets.Dataset | None: ...
+
+
+@runtime_checkable
+class Optimizer(Protocol):
+    """A policy optimizer: trains the current policy in one stage of a pipeline."""
+
+    def run(self, ctx: StageContext) -> StageResult: ...
+
+
+@runtime_checkable
+class FeedbackProvider(Protocol):
+    """Judges pairs of responses: one ``Judgement`` per (prompt, a, b), in order."""
+
+    def judge(self, prompts: Sequence[Any], responses_a: Sequence[str],
+              responses_b: Sequence[str]) -> list[Judgement]: ...
+
+
+@runtime_checkable
+class PreferenceModel(Protocol):
+    """Scores responses; a higher score is a more preferred response."""
+
+    def score(self, prompts: Sequence[Any], responses: Sequence[str]) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class MetricsLogger(Protocol):
+    """A metrics sink. ``log`` receives one record per logged step; ``close`` the summary."""
+
+    def log(self, stage: str, step: int, metrics: Mapping[str, float]) -> None: ...
+
+    def close(self, summary: Mapping[str, Any]) -> None: ...

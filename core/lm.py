@@ -1,0 +1,259 @@
+"""Model-agnostic language-model math shared by every optimizer.
+
+Two ideas carry the speed: sequences are packed into one row (no padding work; attention
+stays inside each sequence through restarting ``position_ids``), and the output
+vocabulary is projected only at the positions whose next token is scored (completion
+tokens), never at prompt or padding positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Encoded:
+    """One tokenised sequence and the mask of tokens that are scored (trained on)."""
+
+    input_ids: list[int]
+    scored: list[bool]
+
+    @property
+    def num_scored(self) -> int:
+        return sum(self.scored)
+
+
+def render(tokenizer: Any, messages: Sequence[dict], *, generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def encode_spans(tokenizer: Any, text: str, spans: Sequence[tuple[int, int]], max_length: int) -> Encoded:
+    """Tokenise ``text``; a token is scored when its characters lie inside one of ``spans``.
+
+    Truncates from the end to ``max_length`` tokens (the prompt is kept).
+    """
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    scored = []
+    for start, end in enc["offset_mapping"]:
+        inside = any(s <= start and end <= e and end > start for s, e in spans)
+        scored.append(inside)
+    return Encoded(ids[:max_length], scored[:max_length])
+
+
+def encode_conversation(tokenizer: Any, messages: Sequence[dict], max_length: int) -> Encoded:
+    """Chat-template a conversation; score every assistant turn (content and end-of-turn)."""
+    messages = list(messages)
+    text = render(tokenizer, messages)
+    spans: list[tuple[int, int]] = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = render(tokenizer, messages[:i], generation_prompt=True)
+        through = render(tokenizer, messages[: i + 1])
+        if not text.startswith(through) or not through.startswith(before):
+            raise ValueError("the tokenizer's chat template does not render conversations as prefixes")
+        spans.append((len(before), len(through)))
+    return encode_spans(tokenizer, text, spans, max_length)
+
+
+def encode_prompt_response(tokenizer: Any, prompt: Sequence[dict], response: str, max_length: int) -> Encoded:
+    """Chat-template ``prompt`` + one assistant ``response``; score the response only."""
+    return encode_conversation(tokenizer, [*prompt, {"role": "assistant", "content": response}], max_length)
+
+
+@dataclass
+class PackedBatch:
+    """Sequences packed into a few rows; ``position_ids`` restart at 0 for each sequence.
+
+    Rows hold up to ``row_tokens`` tokens (one longer sequence gets a row of its own) and
+    are padded to the longest row. The flat tensors (``targets``, ``target_mask``,
+    ``sequence_index``) follow the row-major order of ``input_ids``: at every position the
+    next token, whether it is scored, and which sequence the position belongs to.
+    """
+
+    input_ids: torch.Tensor  # [R, L]
+    position_ids: torch.Tensor  # [R, L]
+    targets: torch.Tensor  # [R*L]
+    target_mask: torch.Tensor  # [R*L] bool
+    sequence_index: torch.Tensor  # [R*L] long
+    num_sequences: int
+    num_tokens: int  # real (non-padding) tokens
+
+    def to(self, device: torch.device) -> PackedBatch:
+        return PackedBatch(self.input_ids.to(device), self.position_ids.to(device), self.targets.to(device),
+                           self.target_mask.to(device), self.sequence_index.to(device), self.num_sequences,
+                           self.num_tokens)
+
+
+def _rows(lengths: Sequence[int], row_tokens: int) -> list[list[int]]:
+    """First-fit decreasing: sequence indices per row, each row within ``row_tokens``."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        for r, free in enumerate(room):
+            if lengths[i] <= free:
+                rows[r].append(i)
+                room[r] -= lengths[i]
+                break
+        else:
+            rows.append([i])
+            room.append(row_tokens - lengths[i])
+    return rows
+
+
+def pack(sequences: Sequence[Encoded], row_tokens: int = 1024) -> PackedBatch:
+    """Pack sequences into rows; a position is a target when the token after it is scored.
+
+    Attention never crosses sequences (transformers builds a block-diagonal causal mask from
+    the restarting ``position_ids``), and rows are short enough that the quadratic attention
+    over a row stays cheap next to the linear layers.
+    """
+    layout = _rows([len(s.input_ids) for s in sequences], row_tokens)
+    width = max(sum(len(sequences[i].input_ids) for i in row) for row in layout)
+    ids, pos, targets, mask, seq_index = [], [], [], [], []
+    for row in layout:
+        r_ids: list[int] = []
+        r_pos: list[int] = []
+        for i in row:
+            seq = sequences[i]
+            r_ids.extend(seq.input_ids)
+            r_pos.extend(range(len(seq.input_ids)))
+            targets.extend(seq.input_ids[1:] + [0])
+            mask.extend(seq.scored[1:] + [False])
+            seq_index.extend([i] * len(seq.input_ids))
+        pad = width - len(r_ids)
+        ids.append(r_ids + [0] * pad)
+        pos.append(r_pos + list(range(pad)))
+        targets.extend([0] * pad)
+        mask.extend([False] * pad)
+        seq_index.extend([0] * pad)
+    return PackedBatch(
+        input_ids=torch.tensor(ids, dtype=torch.long),
+        position_ids=torch.tensor(pos, dtype=torch.long),
+        targets=torch.tensor(targets, dtype=torch.long),
+        target_mask=torch.tensor(mask, dtype=torch.bool),
+        sequence_index=torch.tensor(seq_index, dtype=torch.long),
+        num_sequences=len(sequences),
+        num_tokens=sum(len(s.input_ids) for s in sequences),
+    )
+
+
+def _unwrap(model: Any) -> Any:
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):  # DDP / accelerate
+        model = model.module
+    if hasattr(model, "get_base_model"):  # peft: adapters are injected in place
+        model = model.get_base_model()
+    return model
+
+
+def hidden_states(model: Any, batch: PackedBatch) -> torch.Tensor:
+    """Last hidden states [R*L, H] of packed rows (the LM head is not applied)."""
+    base = _unwrap(model)
+    decoder = base.get_decoder()
+    out = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, attention_mask=None,
+                  use_cache=False)
+    return out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
+
+
+def token_logps(model: Any, batch: PackedBatch, chunk_size: int = 2048) -> torch.Tensor:
+    """Log-probabilities of the scored target tokens, in order ([number of scored tokens]).
+
+    The output vocabulary is only projected at scored positions, in chunks, with a fused
+    cross-entropy (no full log-softmax tensor is kept).
+    """
+    base = _unwrap(model)
+    hidden = hidden_states(model, batch)[batch.target_mask]
+    targets = batch.targets[batch.target_mask]
+    head = base.get_output_embeddings()
+    pieces = []
+    for start in range(0, hidden.shape[0], chunk_size):
+        logits = head(hidden[start:start + chunk_size]).float()
+        pieces.append(-F.cross_entropy(logits, targets[start:start + chunk_size], reduction="none"))
+    if not pieces:
+        return hidden.new_zeros(0)
+    return torch.cat(pieces)
+
+
+def sequence_logps(model: Any, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probabilities of each sequence's scored tokens and the counts ([N], [N])."""
+    logps = token_logps(model, batch)
+    index = batch.sequence_index[batch.target_mask]
+    sums = torch.zeros(batch.num_sequences, dtype=logps.dtype, device=logps.device).index_add(0, index, logps)
+    counts = torch.bincount(index, minlength=batch.num_sequences)
+    return sums, counts
+
+
+def padded_sequence_logps(model: Any, sequences: Sequence[Encoded], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same as ``sequence_logps(pack(...))`` on a right-padded batch with an attention mask.
+
+    The slower reference path: it does padding work, and exists to check packing and for
+    models whose attention cannot take packed rows.
+    """
+    width = max(len(s.input_ids) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(sequences), width), dtype=torch.long)
+    scored = torch.zeros((len(sequences), width), dtype=torch.bool)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq.input_ids)] = torch.tensor(seq.input_ids)
+        attention[row, : len(seq.input_ids)] = 1
+        scored[row, : len(seq.scored)] = torch.tensor(seq.scored, dtype=torch.bool)
+    base = _unwrap(model)
+    device = next(base.parameters()).device
+    ids, attention, scored = ids.to(device), attention.to(device), scored.to(device)
+    out = base.get_decoder()(input_ids=ids, attention_mask=attention, use_cache=False)
+    mask = scored[:, 1:]
+    hidden = out.last_hidden_state[:, :-1][mask]
+    logits = base.get_output_embeddings()(hidden).float()
+    logps = -F.cross_entropy(logits, ids[:, 1:][mask], reduction="none")
+    rows = torch.arange(len(sequences), device=device).unsqueeze(1).expand_as(mask)[mask]
+    sums = torch.zeros(len(sequences), dtype=logps.dtype, device=device).index_add(0, rows, logps)
+    return sums, mask.sum(dim=1)
+
+
+@torch.no_grad()
+def sample_responses(model: Any, tokenizer: Any, prompts: Sequence[Sequence[dict]], *, max_new_tokens: int = 48,
+                     temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 16, seed: int = 0,
+                     max_prompt_tokens: int = 192) -> list[tuple[Encoded, str]]:
+    """Sample one response per chat prompt (KV-cached, batched, left-padded; stops at EOS).
+
+    Returns, per prompt, the prompt+response tokens with the response scored, and the text.
+    """
+    base = _unwrap(model)
+    device = next(base.parameters()).device
+    was_training = base.training
+    base.eval()
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    out: list[tuple[Encoded, str]] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            texts = [render(tokenizer, p, generation_prompt=True) for p in prompts[start:start + batch_size]]
+            enc = tokenizer(texts, add_special_tokens=False, return_tensors="pt", padding=True,
+                            truncation=True, max_length=max_prompt_tokens).to(device)
+            generated = model.generate(**enc, do_sample=temperature > 0, temperature=max(temperature, 1e-5),
+                                       top_p=top_p, max_new_tokens=max_new_tokens,
+                                       pad_token_id=tokenizer.pad_token_id)
+            width = enc["input_ids"].shape[1]
+            stops = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+            for row in range(generated.shape[0]):
+                prompt_ids = enc["input_ids"][row][enc["attention_mask"][row].bool()].tolist()
+                response = generated[row, width:].tolist()
+                for cut, token in enumerate(response):
+                    if token in stops:
+                        response = response[: cut + 1] if token == tokenizer.eos_token_id else response[:cut]
+                        break
+                ids = prompt_ids + response
+                scored = [False] * len(prompt_ids) + [True] * len(response)
+                out.append((Encoded(ids, scored), tokenizer.decode(response, skip_special_tokens=True)))
+    finally:
+        tokenizer.padding_side = side
+        torch.random.set_rng_state(generator_state)
+        base.train(was_training)
+    return out

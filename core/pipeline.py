@@ -1,0 +1,233 @@
+"""The stage runner: turns a composed config into stages, runs them in order, resumes.
+
+A pipeline is a list of stages in ``cfg.pipeline.stages``; each names the optimizer that
+runs it and the data it needs. Stages hand each other artifacts through the run
+directory: a stage trains from the last ``model`` artifact of the stages before it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+
+from alignkit.core.errors import AlignkitError, ConfigError
+from alignkit.core.registry import Registry
+from alignkit.core.rundir import RunDir
+from alignkit.core.types import LoadedModel, ModelRole, ModelSpec, StageResult
+
+if TYPE_CHECKING:
+    from alignkit.core.interfaces import DataSource, MetricsLogger
+
+log = logging.getLogger("alignkit")
+
+
+def validate_config(entry_kind: str, name: str, schema: type | None, node: Any) -> DictConfig:
+    """Merge ``node`` into the entry's schema: unknown keys and wrong types are errors."""
+    node = OmegaConf.create({}) if node is None else node
+    if schema is None:
+        return node if isinstance(node, DictConfig) else OmegaConf.create(node)
+    base = OmegaConf.structured(schema)
+    data = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    data.pop("name", None)
+    allowed = {f.name for f in dataclasses.fields(schema)}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{entry_kind} '{name}' has no option {', '.join(repr(u) for u in unknown)}; "
+            f"its options are: {', '.join(sorted(allowed))}"
+        )
+    try:
+        merged = OmegaConf.merge(base, data)
+    except Exception as exc:  # omegaconf's validation error says which key and type
+        raise ConfigError(f"{entry_kind} '{name}': {exc}") from exc
+    OmegaConf.set_struct(merged, False)
+    merged.name = name
+    return merged
+
+
+class RunContext:
+    """What every stage and lifecycle hook can see of the run."""
+
+    def __init__(self, cfg: DictConfig, registry: Registry, run_dir: RunDir) -> None:
+        self.cfg = cfg
+        self.registry = registry
+        self.run_dir = run_dir
+        self.loggers: list[MetricsLogger] = []
+        self._stop = False
+        self._data: DataSource | None = None
+
+    def request_stop(self) -> None:
+        """Ask the running stage to stop after the current step (it still saves)."""
+        self._stop = True
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop
+
+    @property
+    def data(self) -> DataSource:
+        """The configured data source, built on first use."""
+        if self._data is None:
+            data_cfg = self.cfg.data
+            entry = self.registry.get("data_source", data_cfg.name)
+            self._data = entry.factory(validate_config("data source", entry.name, entry.config_schema, data_cfg))
+        return self._data
+
+    def model_spec(self, node: Any = None) -> ModelSpec:
+        node = self.cfg.model if node is None else node
+        return ModelSpec(
+            name_or_path=str(node.name_or_path),
+            revision=node.get("revision"),
+            trust_remote_code=bool(node.get("trust_remote_code", False)),
+            dtype=str(node.get("dtype", "float32")),
+            options=OmegaConf.to_container(node.get("options", {}) or {}, resolve=True),
+        )
+
+    def log(self, stage: str, step: int, metrics: Mapping[str, float]) -> None:
+        self.run_dir.log_metrics(stage, step, metrics)
+        for logger in self.loggers:
+            logger.log(stage, step, metrics)
+        self.registry.hook.alignkit_after_step(run=self, stage=stage, step=step, metrics=metrics)
+
+
+@dataclasses.dataclass
+class StageContext:
+    """One stage's view: its config, folder, the policy to start from, and logging."""
+
+    run: RunContext
+    name: str
+    index: int
+    dir: Path
+    config: DictConfig
+    trainer: DictConfig
+    policy: ModelSpec
+    previous: dict[str, StageResult]
+
+    @property
+    def data(self) -> DataSource:
+        return self.run.data
+
+    def load_model(self, role: ModelRole = "policy", spec: ModelSpec | None = None) -> LoadedModel:
+        return self.run.registry.load_model(spec or self.policy, role)
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        self.run.log(self.name, step, metrics)
+
+    def artifact(self, path: Path) -> str:
+        return str(path.resolve().relative_to(self.run.run_dir.path))
+
+
+def stage_plan(cfg: DictConfig) -> list[DictConfig]:
+    stages = cfg.pipeline.get("stages")
+    if not stages:
+        raise ConfigError(f"pipeline '{cfg.pipeline.get('name')}' lists no stages")
+    return list(stages)
+
+
+def _optimizer_config(run: RunContext, stage: DictConfig) -> tuple[Any, DictConfig]:
+    name = str(stage.optimizer)
+    entry = run.registry.get("optimizer", name)
+    node: Any = OmegaConf.create({})
+    if run.cfg.get("optimizer") is not None and run.cfg.optimizer.get("name") == name:
+        node = run.cfg.optimizer
+    if stage.get("config"):
+        node = OmegaConf.merge(node, stage.config)
+    node = OmegaConf.to_container(node, resolve=True)
+    trainer_override = node.pop("trainer", None) if isinstance(node, dict) else None
+    return entry, (validate_config("optimizer", name, entry.config_schema, node), trainer_override)
+
+
+def _has_data(run: RunContext, kind: str) -> bool:
+    getter = getattr(run.data, kind, None)
+    if getter is None:
+        raise ConfigError(f"unknown data kind '{kind}' in a pipeline stage's 'requires'")
+    return getter("train") is not None
+
+
+def run_pipeline(cfg: DictConfig, run_dir: str | Path, registry: Registry | None = None) -> RunDir:
+    """Run every stage of ``cfg.pipeline``, skipping those already DONE.
+
+    Lifecycle hooks fire around it; ``alignkit_after_run`` fires even when a stage fails.
+    """
+    registry = registry or Registry()
+    registry.hook.alignkit_configure.call_historic(kwargs={"cfg": cfg})
+    plan = stage_plan(cfg)
+    # Resolve every name before any work: an unknown name fails fast with the list.
+    registry.get("data_source", str(cfg.data.name))
+    for stage in plan:
+        registry.get("optimizer", str(stage.optimizer))
+    rd = RunDir(run_dir, pipeline=str(cfg.pipeline.name))
+    rd.summary["status"] = "running"
+    rd.write_summary()
+    run = RunContext(cfg, registry, rd)
+    run.loggers = _build_loggers(run)
+    registry.hook.alignkit_before_run(run=run)
+    error: BaseException | None = None
+    try:
+        policy = run.model_spec()
+        previous: dict[str, StageResult] = {}
+        for index, stage in enumerate(plan, start=1):
+            name = str(stage.name)
+            if rd.is_done(index, name):
+                result = rd.stage_result(name)
+                log.info("stage %s already done; skipping", name)
+            else:
+                requires = stage.get("requires")
+                if requires and not _has_data(run, str(requires)):
+                    if stage.get("optional", False):
+                        rd.set_stage(name, "skipped")
+                        log.info("stage %s skipped: no %s data configured", name, requires)
+                        continue
+                    raise ConfigError(
+                        f"stage '{name}' of pipeline '{cfg.pipeline.name}' needs {requires} data, "
+                        f"and data '{cfg.data.name}' provides none"
+                    )
+                entry, (opt_cfg, trainer_override) = _optimizer_config(run, stage)
+                trainer = OmegaConf.merge(cfg.trainer, trainer_override or {})
+                ctx = StageContext(run=run, name=name, index=index, dir=rd.stage_dir(index, name),
+                                   config=opt_cfg, trainer=trainer, policy=policy, previous=dict(previous))
+                rd.set_stage(name, "running")
+                run._stop = False
+                started = time.time()
+                result = entry.factory(opt_cfg).run(ctx)
+                result.metrics.setdefault("stage_seconds", round(time.time() - started, 2))
+                rd.mark_done(index, name, result)
+                registry.hook.alignkit_after_stage(run=run, stage=name, result=result)
+            previous[name] = result
+            if "model" in result.artifacts:
+                policy = dataclasses.replace(policy, name_or_path=str(rd.path / result.artifacts["model"]), options={})
+        rd.finish("completed")
+    except BaseException as exc:
+        error = exc
+        message = str(exc) if isinstance(exc, AlignkitError) else "".join(
+            traceback.format_exception_only(type(exc), exc)).strip()
+        for stage_name, record in rd.summary["stages"].items():
+            if record.get("status") == "running":
+                record["status"] = "failed"
+        rd.finish("failed", message)
+        raise
+    finally:
+        for logger in run.loggers:
+            try:
+                logger.close(rd.summary)
+            except Exception:  # a failing sink must not hide the run's own error
+                log.exception("logger failed to close")
+        registry.hook.alignkit_after_run(run=run, error=error)
+    return rd
+
+
+def _build_loggers(run: RunContext) -> list[MetricsLogger]:
+    node = run.cfg.get("logger") or {}
+    loggers = []
+    for name in node.get("enabled", []) or []:
+        entry = run.registry.get("logger", str(name))
+        options = node.get(str(name), {}) or {}
+        cfg = validate_config("logger", entry.name, entry.config_schema, options)
+        loggers.append(entry.factory(cfg, run.run_dir.path))
+    return loggers

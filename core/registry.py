@@ -1,0 +1,120 @@
+"""A typed wrapper over the plugin manager: no call site touches ``pm.hook`` directly."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+
+from alignkit.core.errors import ConfigError, PluginError
+from alignkit.core.manager import distribution_of, get_plugin_manager
+from alignkit.core.types import (
+    ENTRY_KINDS,
+    ComponentEntry,
+    DataSourceEntry,
+    FeedbackProviderEntry,
+    LoadedModel,
+    LoggerEntry,
+    ModelRole,
+    ModelSpec,
+    OptimizerEntry,
+    PreferenceModelEntry,
+)
+
+if TYPE_CHECKING:
+    import pluggy
+
+_HOOK_OF_KIND = {
+    DataSourceEntry.kind: "alignkit_data_sources",
+    FeedbackProviderEntry.kind: "alignkit_feedback_providers",
+    PreferenceModelEntry.kind: "alignkit_preference_models",
+    OptimizerEntry.kind: "alignkit_optimizers",
+    LoggerEntry.kind: "alignkit_loggers",
+}
+_ENTRY_TYPE = {cls.kind: cls for cls in ENTRY_KINDS}
+
+
+@dataclass(frozen=True)
+class Registered:
+    """An entry with the plugin and package that provided it."""
+
+    entry: ComponentEntry
+    plugin_name: str
+    package: str
+
+
+class Registry:
+    """Named components by kind, read once from the registry hooks."""
+
+    def __init__(self, pm: pluggy.PluginManager | None = None) -> None:
+        self.pm = pm if pm is not None else get_plugin_manager()
+        self._cache: dict[str, dict[str, Registered]] = {}
+
+    # -- registries ------------------------------------------------------------------
+    def components(self, kind: str) -> Mapping[str, Registered]:
+        if kind not in _HOOK_OF_KIND:
+            raise KeyError(f"unknown component kind {kind!r}; kinds: {sorted(_HOOK_OF_KIND)}")
+        if kind not in self._cache:
+            self._cache[kind] = self._collect(kind)
+        return self._cache[kind]
+
+    def _collect(self, kind: str) -> dict[str, Registered]:
+        hook = getattr(self.pm.hook, _HOOK_OF_KIND[kind])
+        found: dict[str, Registered] = {}
+        for impl in hook.get_hookimpls():
+            records = impl.function()
+            for entry in records or ():
+                if not isinstance(entry, _ENTRY_TYPE[kind]):
+                    raise PluginError(
+                        f"plugin '{impl.plugin_name}' returned {type(entry).__name__} from "
+                        f"{_HOOK_OF_KIND[kind]}; expected {_ENTRY_TYPE[kind].__name__}"
+                    )
+                here = Registered(entry, impl.plugin_name, distribution_of(impl.plugin))
+                if entry.name in found:
+                    there = found[entry.name]
+                    raise PluginError(
+                        f"{kind} '{entry.name}' is registered twice: by plugin "
+                        f"'{there.plugin_name}' (package '{there.package}') and by plugin "
+                        f"'{here.plugin_name}' (package '{here.package}')"
+                    )
+                found[entry.name] = here
+        return found
+
+    def get(self, kind: str, name: str) -> ComponentEntry:
+        """The entry named ``name``; an unknown name lists the available ones."""
+        available = self.components(kind)
+        if name in available:
+            return available[name].entry
+        close = difflib.get_close_matches(name, list(available), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(
+            f"unknown {kind} '{name}'. Available: {', '.join(sorted(available)) or '(none)'}.{hint}"
+        )
+
+    def all(self) -> Iterator[tuple[str, Registered]]:
+        for kind in _HOOK_OF_KIND:
+            for reg in self.components(kind).values():
+                yield kind, reg
+
+    # -- other hooks -----------------------------------------------------------------
+    def config_searchpath(self) -> list[str]:
+        paths: list[str] = []
+        for result in self.pm.hook.alignkit_config_searchpath():
+            for path in result or ():
+                if path not in paths:
+                    paths.append(path)
+        return paths
+
+    def load_model(self, spec: ModelSpec, role: ModelRole = "policy") -> LoadedModel:
+        loaded = self.pm.hook.alignkit_load_model(spec=spec, role=role)
+        if loaded is None:
+            raise ConfigError(
+                f"no plugin could load model '{spec.name_or_path}': it is not an alias, a local "
+                f"directory, a .gguf file or a reachable hub id"
+            )
+        return loaded
+
+    @property
+    def hook(self) -> Any:
+        """Lifecycle hooks (``configure``, ``before_run``, ...) for the stage runner."""
+        return self.pm.hook

@@ -1,0 +1,163 @@
+"""Frozen records: what registry hooks return and what components hand each other.
+
+Registry records (``*Entry``) carry a normalised ``name``, a ``factory`` that builds the
+component from its validated config, an optional ``config_schema`` (a dataclass whose
+fields are the option's hyperparameters and their defaults) and a one-line description.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Mapping
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+
+
+@dataclass(frozen=True)
+class ComponentEntry:
+    """A named component a registry hook offers.
+
+    Args:
+        name: registry name; also the file name of its Hydra group option.
+        factory: called as ``factory(config)`` with the validated config (a DictConfig).
+        description: one line shown by ``alignkit plugins``.
+        config_schema: dataclass type whose fields are the accepted options, or None
+            to accept any keys.
+    """
+
+    kind: ClassVar[str] = "component"
+    name: str
+    factory: Callable[..., Any]
+    description: str = ""
+    config_schema: type | None = None
+
+    def __post_init__(self) -> None:
+        normalised = self.name.strip().lower()
+        if not _NAME.match(normalised):
+            raise ValueError(
+                f"invalid {self.kind} name {self.name!r}: use lower-case letters, digits, '_' or '-'"
+            )
+        object.__setattr__(self, "name", normalised)
+
+
+@dataclass(frozen=True)
+class DataSourceEntry(ComponentEntry):
+    """Loads SFT examples, preference pairs and prompt pools (see ``interfaces.DataSource``)."""
+
+    kind: ClassVar[str] = "data_source"
+
+
+@dataclass(frozen=True)
+class FeedbackProviderEntry(ComponentEntry):
+    """Judges pairs of responses (see ``interfaces.FeedbackProvider``)."""
+
+    kind: ClassVar[str] = "feedback_provider"
+
+
+@dataclass(frozen=True)
+class PreferenceModelEntry(ComponentEntry):
+    """Scores responses: a trained reward model, a rule, an implicit DPO reward."""
+
+    kind: ClassVar[str] = "preference_model"
+
+
+@dataclass(frozen=True)
+class OptimizerEntry(ComponentEntry):
+    """A policy optimizer stage: sft, dpo, ppo, ... (see ``interfaces.Optimizer``)."""
+
+    kind: ClassVar[str] = "optimizer"
+
+
+@dataclass(frozen=True)
+class LoggerEntry(ComponentEntry):
+    """A metrics sink (see ``interfaces.MetricsLogger``)."""
+
+    kind: ClassVar[str] = "logger"
+
+
+ENTRY_KINDS: tuple[type[ComponentEntry], ...] = (
+    DataSourceEntry,
+    FeedbackProviderEntry,
+    PreferenceModelEntry,
+    OptimizerEntry,
+    LoggerEntry,
+)
+
+ModelRole = Literal["policy", "reference", "reward", "judge"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the user asked for with ``model=...``.
+
+    Args:
+        name_or_path: alias (``tiny-random``), hub id, local directory or ``.gguf`` file.
+        revision: hub revision, if any.
+        trust_remote_code: off unless the config says so.
+        dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto``.
+        options: extra keys of the model config (e.g. a tiny model's sizes).
+    """
+
+    name_or_path: str
+    revision: str | None = None
+    trust_remote_code: bool = False
+    dtype: str = "float32"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LoadedModel:
+    """A model and its tokenizer, as returned by ``alignkit_load_model``."""
+
+    model: Any
+    tokenizer: Any
+    source: str = ""
+
+
+@dataclass
+class StageResult:
+    """What a stage hands to the run directory and to later stages.
+
+    ``artifacts`` maps names to paths relative to the run directory
+    (``{"model": "01-sft/model"}``); a later stage trains from the last ``model``.
+    """
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+
+Preference = Literal["a", "b", "tie", "pending"]
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One verdict on (prompt, response A, response B).
+
+    Args:
+        preferred: ``a``, ``b``, ``tie`` or ``pending`` (a human will answer later).
+        probability: P(A is better), in [0, 1].
+        provider: registry name of the feedback provider.
+        principle: the principle used, where there was one.
+        rationale: the judge's reasoning, where there was one.
+        annotator: who (or which model) gave the label.
+    """
+
+    preferred: Preference
+    probability: float
+    provider: str
+    principle: str | None = None
+    rationale: str | None = None
+    annotator: str | None = None
+
+
+def stage_dir_name(index: int, stage: str) -> str:
+    """``01-sft``: the folder of the index-th (1-based) stage in the run directory."""
+    return f"{index:02d}-{stage}"
+
+
+def relative_to_run(run_dir: Path, path: Path) -> str:
+    return str(path.relative_to(run_dir))

@@ -1,0 +1,14 @@
+"""alignkit's built-in plugins.
+
+They are ordinary plugins: each is also declared in the ``alignkit`` entry-point group of
+pyproject.toml, exactly like a third-party package, and can be blocked by name with
+``ALIGNKIT_DISABLE_PLUGINS``.
+"""
+
+BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("models", "alignkit.plugins.models.plugin"),
+    ("data", "alignkit.plugins.data.plugin"),
+    ("sft", "alignkit.plugins.sft.plugin"),
+    ("dpo", "alignkit.plugins.dpo.plugin"),
+    ("loggers", "alignkit.plugins.loggers.plugin"),
+)

@@ -1,0 +1,224 @@
+"""Built-in data sources: ``demo`` (shipped sample data) and ``files`` (your files or hub ids).
+
+Both hand out ``datasets.Dataset`` objects with the normalised columns of
+``alignkit.plugins.data.records``; see docs/data.md.
+"""
+
+import logging
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from alignkit.core import ConfigError, DataSourceEntry, hookimpl
+from alignkit.plugins.data import formats as F
+from alignkit.plugins.data import loaders as L
+from alignkit.plugins.data import records as R
+
+log = logging.getLogger("alignkit.data")
+
+DEMO_DIR = Path(__file__).resolve().parent / "demo"
+SPLITS = ("train", "eval")
+ON_BAD_RECORD = ("error", "skip")
+
+
+# -- option schemas (fields = the keys of conf/data/<name>.yaml, minus ``name``) ----------
+
+
+@dataclass
+class DemoDataConfig:
+    """Options of ``data=demo``."""
+
+    eval_fraction: float = 0.1
+    seed: int = 0
+    on_bad_record: str = "error"
+
+
+@dataclass
+class FilesDataConfig:
+    """Options of ``data=files``."""
+
+    sft: Optional[str] = None
+    preferences: Optional[str] = None
+    prompts: Optional[str] = None
+    eval_sft: Optional[str] = None
+    eval_preferences: Optional[str] = None
+    eval_prompts: Optional[str] = None
+    format: str = "auto"
+    eval_fraction: float = 0.1
+    seed: int = 0
+    on_bad_record: str = "error"
+
+
+# -- sources ----------------------------------------------------------------------------
+
+
+class FilesDataSource:
+    """A ``DataSource`` over local files and hub datasets.
+
+    Each configured file is read, validated and converted once (on first use) and kept.
+    ``skipped`` maps an option name (``"sft"``, ``"eval_preferences"``, ...) to the number
+    of bad records skipped when ``on_bad_record="skip"``.
+    """
+
+    def __init__(self, *, sft: Optional[str] = None, preferences: Optional[str] = None,
+                 prompts: Optional[str] = None, eval_sft: Optional[str] = None,
+                 eval_preferences: Optional[str] = None, eval_prompts: Optional[str] = None,
+                 format: str = F.AUTO, eval_fraction: float = 0.1, seed: int = 0,
+                 on_bad_record: str = "error", name: str = "files") -> None:
+        if format not in F.FORMAT_CHOICES:
+            raise ConfigError(f"data '{name}': unknown format '{format}'; use one of: "
+                              f"{', '.join(F.FORMAT_CHOICES)}")
+        if on_bad_record not in ON_BAD_RECORD:
+            raise ConfigError(f"data '{name}': on_bad_record must be 'error' or 'skip', not '{on_bad_record}'")
+        if not 0.0 <= float(eval_fraction) < 1.0:
+            raise ConfigError(f"data '{name}': eval_fraction must be in [0, 1), not {eval_fraction}")
+        self.name = name
+        self.format = format
+        self.eval_fraction = float(eval_fraction)
+        self.seed = int(seed)
+        self.on_bad_record = on_bad_record
+        specs = {"sft": sft, "preferences": preferences, "prompts": prompts,
+                 "eval_sft": eval_sft, "eval_preferences": eval_preferences, "eval_prompts": eval_prompts}
+        # Resolve now: a missing local file fails when the source is built, not mid-run.
+        self.locations: dict[str, L.Location] = {
+            option: L.locate(str(spec), "test" if option.startswith("eval_") else "train")
+            for option, spec in specs.items() if spec not in (None, "")
+        }
+        self.skipped: dict[str, int] = {}
+        self.formats: dict[str, str] = {}
+        self._files: dict[str, Any] = {}
+        self._splits: dict[str, tuple[Any, Any]] = {}
+        self._derived: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        files = ", ".join(f"{k}={v.spec!r}" for k, v in self.locations.items())
+        return f"{type(self).__name__}({files})"
+
+    # -- DataSource --------------------------------------------------------------------
+    def sft(self, split: str):
+        return self._split("sft", split)
+
+    def preferences(self, split: str):
+        return self._split("preferences", split)
+
+    def prompts(self, split: str):
+        """The prompts file(s); without one, the prompts of the preference pairs, else of
+        the SFT conversations (each distinct prompt once, in order)."""
+        _check_split(split)
+        if "prompts" in self.locations or "eval_prompts" in self.locations:
+            return self._split("prompts", split)
+        if split not in self._derived:
+            self._derived[split] = self._derive_prompts(split)
+        return self._derived[split]
+
+    # -- internals ---------------------------------------------------------------------
+    def _file(self, option: str):
+        if option not in self._files:
+            loc = self.locations.get(option)
+            if loc is None:
+                self._files[option] = None
+            else:
+                kind = option.removeprefix("eval_")
+                loaded = L.load(loc, kind, fmt=self.format, on_bad_record=self.on_bad_record)
+                self.skipped[option] = loaded.skipped
+                self.formats[option] = loaded.format
+                self._files[option] = loaded.dataset
+        return self._files[option]
+
+    def _split(self, kind: str, split: str):
+        _check_split(split)
+        if kind not in self._splits:
+            train, held = self._file(kind), self._file(f"eval_{kind}")
+            if held is None and train is not None:
+                train_idx, eval_idx = L.holdout(len(train), self.eval_fraction, self.seed)
+                if eval_idx:
+                    train, held = train.select(train_idx), train.select(eval_idx)
+                    log.info("data: held out %d of %d %s records for eval (eval_fraction=%s, seed=%d)",
+                             len(eval_idx), len(train_idx) + len(eval_idx), kind, self.eval_fraction, self.seed)
+            self._splits[kind] = (train, held)
+        return self._splits[kind][SPLITS.index(split)]
+
+    def _derive_prompts(self, split: str):
+        from datasets import Dataset
+
+        for kind in ("preferences", "sft"):
+            base = self._split(kind, split)
+            if base is None:
+                continue
+            if kind == "preferences":
+                prompts = base["prompt"]
+            else:
+                prompts = [R.prompt_of_conversation(m) for m in base["messages"]]
+            seen: set[str] = set()
+            rows = []
+            for prompt in prompts:
+                key = R.prompt_key(prompt)
+                if key not in seen:
+                    seen.add(key)
+                    rows.append(R.prompt_record(prompt))
+            return Dataset.from_list(rows, features=R.features("prompts"))
+        return None
+
+
+class DemoDataSource(FilesDataSource):
+    """alignkit's own small demo data (``plugins/data/demo/*.jsonl``, Apache-2.0)."""
+
+    def __init__(self, *, eval_fraction: float = 0.1, seed: int = 0, on_bad_record: str = "error",
+                 name: str = "demo") -> None:
+        super().__init__(sft=str(DEMO_DIR / "sft.jsonl"), preferences=str(DEMO_DIR / "preferences.jsonl"),
+                         prompts=str(DEMO_DIR / "prompts.jsonl"), eval_fraction=eval_fraction,
+                         seed=seed, on_bad_record=on_bad_record, name=name)
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
+
+
+# -- factories --------------------------------------------------------------------------
+
+
+def _options(cfg: Any, schema: type, name: str) -> dict[str, Any]:
+    """The config (DictConfig or mapping) as keyword arguments; unknown keys are an error."""
+    if cfg is None:
+        data: dict[str, Any] = {}
+    else:
+        try:
+            from omegaconf import DictConfig, OmegaConf
+
+            data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        except ImportError:  # pragma: no cover
+            data = dict(cfg)
+    data.pop("name", None)
+    allowed = {f.name for f in fields(schema)}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"data source '{name}' has no option {', '.join(map(repr, unknown))}; "
+                          f"its options are: {', '.join(sorted(allowed))}")
+    return data
+
+
+def files_source(cfg: Any = None) -> FilesDataSource:
+    """Factory of ``data=files``: ``cfg`` holds the keys of ``FilesDataConfig``."""
+    return FilesDataSource(**_options(cfg, FilesDataConfig, "files"), name="files")
+
+
+def demo_source(cfg: Any = None) -> DemoDataSource:
+    """Factory of ``data=demo``: ``cfg`` holds the keys of ``DemoDataConfig``."""
+    return DemoDataSource(**_options(cfg, DemoDataConfig, "demo"), name="demo")
+
+
+@hookimpl
+def alignkit_data_sources():
+    yield DataSourceEntry(
+        name="demo",
+        factory=demo_source,
+        description="alignkit's small demo data: ~300 SFT chats, ~400 preference pairs, ~100 prompts",
+        config_schema=DemoDataConfig,
+    )
+    yield DataSourceEntry(
+        name="files",
+        factory=files_source,
+        description="your JSONL/JSON/Parquet/CSV files or hub dataset ids (chat, TRL, Alpaca, Dolly, HH-RLHF)",
+        config_schema=FilesDataConfig,
+    )

@@ -27,6 +27,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("alignkit")
 
 
+def _plain(node: Any) -> dict:
+    if node is None:
+        return {}
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+
+
 def validate_config(entry_kind: str, name: str, schema: type | None, node: Any) -> DictConfig:
     """Merge ``node`` into the entry's schema: unknown keys and wrong types are errors."""
     node = OmegaConf.create({}) if node is None else node
@@ -86,7 +92,7 @@ class RunContext:
             revision=node.get("revision"),
             trust_remote_code=bool(node.get("trust_remote_code", False)),
             dtype=str(node.get("dtype", "float32")),
-            options=OmegaConf.to_container(node.get("options", {}) or {}, resolve=True),
+            options=_plain(node.get("options")),
         )
 
     def log(self, stage: str, step: int, metrics: Mapping[str, float]) -> None:

@@ -1,0 +1,114 @@
+"""The `alignkit` command as a user runs it: run directory contract, errors, kill and resume, multirun."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+FAST = ["model=tiny-random", "logger=none", "trainer.batch_size=2", "trainer.max_length=96",
+        "trainer.progress=false", "optimizer.max_eval_examples=8"]
+
+
+def alignkit(*args, check=True, **kw):
+    exe = Path(sys.executable).parent / "alignkit"
+    proc = subprocess.run([str(exe), *args], capture_output=True, text=True, env=_env(), **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"alignkit {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def _env():
+    return dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
+
+
+def test_sft_run_writes_the_run_directory_contract(tmp_path):
+    run = tmp_path / "run"
+    proc = alignkit("pipeline=sft", *FAST, "trainer.max_steps=3", f"hydra.run.dir={run}")
+    assert f"run directory: {run}" in proc.stdout
+    assert (run / ".hydra" / "config.yaml").exists()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3]
+    assert all(r["stage"] == "sft" and "time" in r for r in records)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["pipeline"] == "sft" and summary["status"] == "completed"
+    sft = summary["stages"]["sft"]
+    assert sft["status"] == "completed" and sft["artifacts"] == {"model": "01-sft/model"}
+    assert {"eval/loss", "eval/perplexity", "eval/loss_before", "train/loss"} <= set(sft["metrics"])
+    assert (run / "01-sft" / "DONE").exists()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(run / "01-sft" / "model")
+    assert model.config.num_hidden_layers == 2
+    assert AutoTokenizer.from_pretrained(run / "01-sft" / "model").chat_template
+
+
+def test_unknown_option_fails_before_work_with_the_available_names(tmp_path):
+    proc = alignkit("optimizer=dpoo", *FAST, f"hydra.run.dir={tmp_path / 'r'}", check=False)
+    assert proc.returncode != 0
+    assert "dpo" in proc.stderr and "sft" in proc.stderr
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_bad_data_gives_one_paragraph_with_file_line_and_field(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n'
+                   '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]}\n')
+    proc = alignkit("pipeline=sft", *FAST, "data=files", f"data.sft={bad}", f"hydra.run.dir={tmp_path / 'r'}",
+                    check=False)
+    assert proc.returncode == 2
+    assert f"{bad}:2" in proc.stderr and "content" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def test_a_killed_run_resumes_and_reaches_the_same_weights(tmp_path):
+    args = ["pipeline=sft", *FAST, "trainer.max_steps=10", "trainer.checkpoint_every=2"]
+    alignkit(*args, f"hydra.run.dir={tmp_path / 'straight'}")
+
+    killed = tmp_path / "killed"
+    exe = Path(sys.executable).parent / "alignkit"
+    proc = subprocess.Popen([str(exe), *args, f"hydra.run.dir={killed}"], env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    checkpoint = killed / "01-sft" / "checkpoints" / "step-0000004"
+    deadline = time.time() + 240
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "01-sft" / "DONE").exists()
+
+    resumed = alignkit(*args, f"hydra.run.dir={killed}")
+    assert "resuming stage 'sft'" in resumed.stderr
+    a, b = _weights(tmp_path / "straight" / "01-sft" / "model"), _weights(killed / "01-sft" / "model")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+
+
+def test_multirun_sweep_writes_one_run_directory_per_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    alignkit("-m", "pipeline=sft", *FAST, "trainer.max_steps=1", "trainer.learning_rate=1e-4,3e-4",
+             f"hydra.sweep.dir={sweep}")
+    jobs = sorted(p for p in sweep.iterdir() if (p / "summary.json").exists())
+    assert [p.name for p in jobs] == ["0", "1"]
+    lrs = [json.loads((p / "summary.json").read_text())["status"] for p in jobs]
+    assert lrs == ["completed", "completed"]
+
+
+def test_plugins_lists_every_component_with_its_package():
+    out = alignkit("plugins").stdout
+    for kind, name in [("optimizer", "sft"), ("optimizer", "dpo"), ("data_source", "demo"),
+                       ("data_source", "files"), ("logger", "wandb")]:
+        assert any(line.split()[:3] == [kind, name, "alignkit"] for line in out.splitlines()), (kind, name)

@@ -68,8 +68,8 @@ def alignkit_data_sources() -> Iterable[DataSourceEntry]:
 def alignkit_feedback_providers() -> Iterable[FeedbackProviderEntry]:
     """Offer feedback providers: sources of preference judgements and critiques.
 
-    Human annotators, a constitution-guided AI judge, rules and reward models all sit
-    behind this one interface, so ``feedback=<name>`` swaps them. The factory returns an
+    Called once when the registry is first read. Human annotators, a constitution-guided
+    AI judge, rules and reward models all sit behind this one interface, so ``feedback=<name>`` swaps them. The factory returns an
     object implementing ``alignkit.core.interfaces.FeedbackProvider``.
 
     :returns: an iterable of ``FeedbackProviderEntry``.
@@ -81,7 +81,7 @@ def alignkit_feedback_providers() -> Iterable[FeedbackProviderEntry]:
 def alignkit_preference_models() -> Iterable[PreferenceModelEntry]:
     """Offer preference models: scorers of responses (reward models, rules, implicit rewards).
 
-    ``preference_model=<name>`` picks one. The factory returns an object implementing
+    Called once when the registry is first read; ``preference_model=<name>`` picks one. The factory returns an object implementing
     ``alignkit.core.interfaces.PreferenceModel``.
 
     :returns: an iterable of ``PreferenceModelEntry``.
@@ -93,7 +93,8 @@ def alignkit_preference_models() -> Iterable[PreferenceModelEntry]:
 def alignkit_optimizers() -> Iterable[OptimizerEntry]:
     """Offer policy optimizers: the training algorithms of pipeline stages (sft, dpo, ...).
 
-    A pipeline stage names an optimizer; the runner validates the stage's config against
+    Called once when the registry is first read. A pipeline stage names an optimizer; the
+    runner validates the stage's config against
     the entry's ``config_schema`` and calls the factory, which returns an object
     implementing ``alignkit.core.interfaces.Optimizer``.
 
@@ -106,7 +107,7 @@ def alignkit_optimizers() -> Iterable[OptimizerEntry]:
 def alignkit_loggers() -> Iterable[LoggerEntry]:
     """Offer metric sinks (console, jsonl, wandb, ...).
 
-    ``logger.enabled=[...]`` picks them; each factory is called as
+    Called once when the registry is first read; ``logger.enabled=[...]`` picks them; each factory is called as
     ``factory(config, run_dir)`` and returns an ``alignkit.core.interfaces.MetricsLogger``.
 
     :returns: an iterable of ``LoggerEntry``.

@@ -61,7 +61,10 @@ class Registry:
     def _collect(self, kind: str) -> dict[str, Registered]:
         hook = getattr(self.pm.hook, _HOOK_OF_KIND[kind])
         found: dict[str, Registered] = {}
+        trace = self.pm.trace.root.get("hook")
         for impl in hook.get_hookimpls():
+            # Called one plugin at a time to know who provided each record; traced like pm.hook.
+            trace(f"{_HOOK_OF_KIND[kind]} [{impl.plugin_name}]")
             records = impl.function()
             for entry in records or ():
                 if not isinstance(entry, _ENTRY_TYPE[kind]):

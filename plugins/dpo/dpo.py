@@ -10,7 +10,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from omegaconf import OmegaConf
@@ -38,6 +38,7 @@ class DPOConfig:
     max_eval_pairs: int = 200
     kl_prompts: int = 16
     kl_max_new_tokens: int = 48
+    cache_dir: Optional[str] = None  # reference log-prob cache; default $ALIGNKIT_CACHE/reference_logps
 
 
 @dataclass
@@ -256,17 +257,20 @@ class DPOOptimizer:
         metrics = dict(outcome.metrics)
         metrics.update(self._kl_estimate(ctx, outcome.model, tokenizer, reference_model, settings))
         save_model(outcome.model, tokenizer, ctx.dir / "model")
-        metrics["train/pairs"] = len(train)
-        metrics["train/dropped_pairs"] = dropped
+        metrics["data/train_pairs"] = len(train)
+        metrics["data/dropped_pairs"] = dropped
         if cache is not None:
             metrics["reference/computed_pairs"] = cache.computed
         return StageResult(metrics=metrics, artifacts={"model": ctx.artifact(ctx.dir / "model")})
 
     # -- references -------------------------------------------------------------------
     def _reference_cache(self, ctx: StageContext) -> ReferenceCache:
-        base = Path(os.environ.get("ALIGNKIT_CACHE", Path.home() / ".cache" / "alignkit"))
+        if self.options.cache_dir:
+            base = Path(self.options.cache_dir)
+        else:
+            base = Path(os.environ.get("ALIGNKIT_CACHE", Path.home() / ".cache" / "alignkit")) / "reference_logps"
         key = model_fingerprint(ctx.policy.name_or_path, ctx.policy.options)
-        folder = base / "reference_logps" / key
+        folder = base / key
         folder.mkdir(parents=True, exist_ok=True)
         return ReferenceCache(folder)
 

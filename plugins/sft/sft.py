@@ -128,6 +128,6 @@ class SFTOptimizer:
         metrics = dict(outcome.metrics)
         if "eval/loss" in before:
             metrics["eval/loss_before"] = before["eval/loss"]
-        metrics["train/examples"] = len(train)
-        metrics["train/dropped_examples"] = dropped
+        metrics["data/train_examples"] = len(train)
+        metrics["data/dropped_examples"] = dropped
         return StageResult(metrics=metrics, artifacts={"model": ctx.artifact(ctx.dir / "model")})

@@ -26,7 +26,7 @@ def test_every_hook_is_typed_and_documented():
         for param in sig.parameters.values():
             assert param.annotation is not inspect.Parameter.empty, f"{name}({param.name})"
             assert f":param {param.name}:" in fn.__doc__, f"{name} does not document {param.name}"
-        assert fn.__doc__ and "Called" in fn.__doc__ or "called" in fn.__doc__, name
+        assert fn.__doc__ and "called" in fn.__doc__.lower(), f"{name} does not say when it is called"
 
 
 def test_firstresult_hooks_say_so():

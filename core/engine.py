@@ -83,6 +83,15 @@ class TrainOutcome:
     metrics: dict[str, float]
 
 
+def shuffled_batches(count: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Indices of ``count`` examples in batches, reshuffled per epoch, the same on every rerun."""
+    import random
+
+    order = list(range(count))
+    random.Random(seed * 1000 + epoch).shuffle(order)
+    return [order[i:i + batch_size] for i in range(0, count - batch_size + 1, batch_size)] or [order]
+
+
 def apply_lora(model: Any, settings: TrainerConfig) -> Any:
     from peft import LoraConfig, get_peft_model
 

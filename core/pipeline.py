@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from alignkit.core.engine import Engine, TrainerConfig
 from alignkit.core.errors import AlignkitError, ConfigError
 from alignkit.core.registry import Registry
 from alignkit.core.rundir import RunDir
@@ -124,6 +125,18 @@ class StageContext:
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         self.run.log(self.name, step, metrics)
+
+    def trainer_settings(self) -> TrainerConfig:
+        """The stage's validated ``trainer`` node (global defaults merged with the optimizer's own)."""
+        node = validate_config("trainer", "trainer", TrainerConfig, self.trainer)
+        data = OmegaConf.to_container(node, resolve=True)
+        data.pop("name", None)
+        return TrainerConfig(**data)
+
+    def engine(self) -> Engine:
+        """A training engine that logs to this stage and stops when a hook requests it."""
+        return Engine(self.trainer_settings(), self.dir, stage=self.name, log_fn=self.log,
+                      should_stop=lambda: self.run.stop_requested)
 
     def artifact(self, path: Path) -> str:
         return str(path.resolve().relative_to(self.run.run_dir.path))

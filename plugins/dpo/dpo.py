@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -15,9 +14,9 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from omegaconf import OmegaConf
 
-from alignkit.core.engine import Engine, TrainerConfig, save_model
+from alignkit.core.engine import TrainerConfig, save_model, shuffled_batches
 from alignkit.core.lm import Encoded, encode_prompt_response, pack, sample_responses, sequence_logps
-from alignkit.core.pipeline import StageContext, validate_config
+from alignkit.core.pipeline import StageContext
 from alignkit.core.types import StageResult
 from alignkit.plugins.dpo.losses import LOSS_TYPES, dpo_loss, implicit_reward_accuracy
 
@@ -134,10 +133,7 @@ class DPOTask:
         self.reference = reference  # callable(pairs) -> (chosen, rejected) reference log-probs
 
     def batches(self, epoch: int) -> list[list[int]]:
-        order = list(range(len(self.train)))
-        random.Random(self.settings.seed * 1000 + epoch).shuffle(order)
-        size = self.settings.batch_size
-        return [order[i:i + size] for i in range(0, len(order) - size + 1, size)] or [order]
+        return shuffled_batches(len(self.train), self.settings.batch_size, self.settings.seed, epoch)
 
     def _metrics(self, model: Any, pairs: Sequence[Pair]) -> tuple[torch.Tensor, dict[str, float]]:
         o = self.opt.options
@@ -217,8 +213,7 @@ class DPOOptimizer:
         return mode
 
     def run(self, ctx: StageContext) -> StageResult:
-        settings = TrainerConfig(**{k: v for k, v in OmegaConf.to_container(
-            validate_config("trainer", "trainer", TrainerConfig, ctx.trainer), resolve=True).items() if k != "name"})
+        settings = ctx.trainer_settings()
         loaded = ctx.load_model("policy")
         tokenizer = loaded.tokenizer
         train_rows = ctx.data.preferences("train")
@@ -231,7 +226,7 @@ class DPOOptimizer:
         if dropped:
             log.warning("dpo: %d pairs dropped: the prompt alone fills max_length=%d", dropped, settings.max_length)
 
-        engine = Engine(settings, ctx.dir, stage=ctx.name, log_fn=ctx.log, should_stop=lambda: ctx.run.stop_requested)
+        engine = ctx.engine()
         mode = self.reference_mode(settings)
         reference_model = None
         cache = None

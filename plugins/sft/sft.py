@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
 from omegaconf import OmegaConf
 
-from alignkit.core.engine import Engine, TrainerConfig, save_model
+from alignkit.core.engine import TrainerConfig, save_model, shuffled_batches
 from alignkit.core.lm import Encoded, encode_conversation, pack, padded_sequence_logps, sequence_logps
-from alignkit.core.pipeline import StageContext, validate_config
+from alignkit.core.pipeline import StageContext
 from alignkit.core.types import StageResult
 
 log = logging.getLogger("alignkit")
@@ -27,13 +26,6 @@ class SFTConfig:
     completion_only: bool = True  # loss on assistant tokens only
     eval_batch_size: int = 16
     max_eval_examples: int = 200
-
-
-def trainer_settings(ctx: StageContext) -> TrainerConfig:
-    cfg = validate_config("trainer", "trainer", TrainerConfig, ctx.trainer)
-    data = OmegaConf.to_container(cfg, resolve=True)
-    data.pop("name", None)
-    return TrainerConfig(**data)
 
 
 def encode_sft(tokenizer: Any, rows: Any, max_length: int, completion_only: bool) -> tuple[list[Encoded], int]:
@@ -66,10 +58,7 @@ class SFTTask:
         self.train, self.eval, self.settings, self.options, self.pad_id = train, eval_, settings, options, pad_id
 
     def batches(self, epoch: int) -> list[list[int]]:
-        order = list(range(len(self.train)))
-        random.Random(self.settings.seed * 1000 + epoch).shuffle(order)
-        size = self.settings.batch_size
-        return [order[i:i + size] for i in range(0, len(order) - size + 1, size)] or [order]
+        return shuffled_batches(len(self.train), self.settings.batch_size, self.settings.seed, epoch)
 
     def batch_weight(self, batch: list[int]) -> int:
         return sum(sum(self.train[i].scored[1:]) for i in batch)
@@ -105,7 +94,7 @@ class SFTOptimizer:
         self.options = SFTConfig(**data)
 
     def run(self, ctx: StageContext) -> StageResult:
-        settings = trainer_settings(ctx)
+        settings = ctx.trainer_settings()
         loaded = ctx.load_model("policy")
         tokenizer = loaded.tokenizer
         train_rows = ctx.data.sft("train")
@@ -120,7 +109,7 @@ class SFTOptimizer:
             raise ValueError("sft: no training example has assistant tokens within trainer.max_length")
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         task = SFTTask(train, held_out, settings, self.options, pad_id)
-        engine = Engine(settings, ctx.dir, stage=ctx.name, log_fn=ctx.log, should_stop=lambda: ctx.run.stop_requested)
+        engine = ctx.engine()
         model = engine.prepare_model(loaded.model)
         before = task.evaluate(model)
         outcome = engine.train(model, task)

@@ -78,15 +78,19 @@ def _pair_key(pair: Pair) -> str:
 
 
 def model_fingerprint(spec_path: str, options: Mapping[str, Any]) -> str:
-    """Identity of the reference model: weight and config file contents, or the alias and options."""
-    digest = hashlib.sha256(json.dumps({"spec": spec_path, "options": dict(options)}, sort_keys=True).encode())
+    """Identity of the reference model: its weight and config files' contents for a local folder
+    (wherever the folder lives), else the alias or hub id and its options."""
     folder = Path(spec_path)
-    if folder.is_dir():
-        for file in sorted(folder.iterdir()):
-            if file.suffix in (".safetensors", ".json", ".bin") and file.is_file():
-                with open(file, "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 22), b""):
-                        digest.update(block)
+    if not folder.is_dir():
+        digest = hashlib.sha256(json.dumps({"spec": spec_path, "options": dict(options)}, sort_keys=True).encode())
+        return digest.hexdigest()[:24]
+    digest = hashlib.sha256()
+    for file in sorted(folder.iterdir()):
+        if file.suffix in (".safetensors", ".json", ".bin") and file.is_file():
+            digest.update(file.name.encode())
+            with open(file, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    digest.update(block)
     return digest.hexdigest()[:24]
 
 

@@ -85,3 +85,12 @@ def test_wandb_logger_writes_an_offline_run(run_alignkit, monkeypatch, tmp_path)
     rd = run_alignkit("pipeline=sft", "logger=wandb", "trainer.max_steps=1")
     offline = list((rd.path / "wandb").glob("offline-run-*"))
     assert offline and any(offline[0].glob("*.wandb"))
+
+
+def test_reference_fingerprint_follows_the_weights_not_the_folder(tmp_path, tiny_model):
+    from alignkit.plugins.dpo.dpo import model_fingerprint
+
+    tiny_model.model.save_pretrained(tmp_path / "a")
+    tiny_model.model.save_pretrained(tmp_path / "b")
+    assert model_fingerprint(str(tmp_path / "a"), {}) == model_fingerprint(str(tmp_path / "b"), {})
+    assert model_fingerprint("tiny-random", {"seed": 0}) != model_fingerprint("tiny-random", {"seed": 1})

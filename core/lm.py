@@ -62,8 +62,19 @@ def encode_conversation(tokenizer: Any, messages: Sequence[dict], max_length: in
 
 
 def encode_prompt_response(tokenizer: Any, prompt: Sequence[dict], response: str, max_length: int) -> Encoded:
-    """Chat-template ``prompt`` + one assistant ``response``; score the response only."""
-    return encode_conversation(tokenizer, [*prompt, {"role": "assistant", "content": response}], max_length)
+    """Chat-template ``prompt`` + one assistant ``response``; score the response only.
+
+    Too long a sequence loses the *start of the prompt* first (the latest turns and the whole
+    response are kept); only a response longer than ``max_length`` is cut at its end. Keeping
+    the start instead, as TRL does, leaves long multi-turn pairs (HH-RLHF) with identical or
+    empty scored tokens, which DPO cannot learn from.
+    """
+    full = encode_conversation(tokenizer, [*prompt, {"role": "assistant", "content": response}], 1 << 30)
+    excess = len(full.input_ids) - max_length
+    if excess > 0 and True in full.scored:
+        drop = min(excess, full.scored.index(True))
+        full = Encoded(full.input_ids[drop:], full.scored[drop:])
+    return Encoded(full.input_ids[:max_length], full.scored[:max_length])
 
 
 @dataclass

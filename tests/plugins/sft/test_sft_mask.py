@@ -56,3 +56,18 @@ def test_packed_and_padded_sft_losses_agree(tiny_model):
         padded, n2 = batch_loss(model, encoded, packing=False, pad_id=tok.pad_token_id)
     assert n1 == n2
     assert torch.allclose(packed, padded, atol=1e-5)
+
+
+def test_prompt_response_pairs_lose_the_start_of_the_prompt_first(tiny_model):
+    from alignkit.core.lm import encode_prompt_response
+
+    tok = tiny_model.tokenizer
+    prompt = [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok"},
+              {"role": "user", "content": "Say hi."}]
+    full = encode_prompt_response(tok, prompt, "Hi there!", max_length=10_000)
+    short = encode_prompt_response(tok, prompt, "Hi there!", max_length=40)
+    assert len(short.input_ids) == 40
+    assert short.input_ids == full.input_ids[-40:], "the end (latest turns and the response) is kept"
+    assert sum(short.scored) == sum(full.scored)
+    long_answer = encode_prompt_response(tok, [{"role": "user", "content": "Go"}], "x " * 300, max_length=50)
+    assert len(long_answer.input_ids) == 50 and long_answer.scored[-1]

@@ -420,8 +420,35 @@ def child_prepare_model(model: str, out_dir: str) -> None:
 # ------------------------------------------------------------------------------------
 
 
+MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": str(4 << 30), "MALLOC_TRIM_THRESHOLD_": str(4 << 30),
+                 "MALLOC_TOP_PAD_": str(1 << 30)}
+"""``--malloc-tune``: glibc keeps freed large blocks instead of unmapping them, so the big logit
+buffers of every step are not page-faulted (and zeroed by the kernel) afresh. Applied to both sides."""
+OPTIONS = {"malloc_tune": False}
+
+
+def code_version() -> dict:
+    """Which alignkit code ran: git HEAD and a hash of the working tree's core/ and plugins/ sources."""
+    import hashlib
+
+    root = BENCH_DIR.parent
+    digest = hashlib.sha256()
+    for folder in ("core", "plugins"):
+        for file in sorted((root / folder).rglob("*.py")):
+            digest.update(str(file.relative_to(root)).encode())
+            digest.update(file.read_bytes())
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except Exception:  # noqa: BLE001
+        head = None
+    return {"git_head": head, "sources_sha256": digest.hexdigest()[:16]}
+
+
 def child_env() -> dict:
     env = dict(os.environ)  # THREADS is read at call time (``--threads``)
+    if OPTIONS["malloc_tune"]:
+        env.update(MALLOC_TUNING)
     env.update({"OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS), "TOKENIZERS_PARALLELISM": "false",
                 "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                 "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1", "ACCELERATE_USE_CPU": "1"})
@@ -614,6 +641,8 @@ def one_run(framework: str, model: str, task: str, lora: bool, reference: str, s
         "framework": framework, "model": model, "task": task, "lora": lora, "reference": reference,
         "max_length": max_length, "warmup": warmup, "steps": steps, "label": label, "run_dir": str(run_dir),
         "threads": THREADS,
+        "malloc_tune": OPTIONS["malloc_tune"],
+        "alignkit_code": code_version(),
         **stats(use),  # the headline figures: quiet timed steps when there are enough, else all timed steps
         "figures_from": f"{len(use)} quiet of {steps} timed steps" if use is quiet else f"all {steps} timed steps",
         "quiet_steps": len(quiet),
@@ -623,6 +652,8 @@ def one_run(framework: str, model: str, task: str, lora: bool, reference: str, s
                              else statistics.median(child["step_wall"][warmup - 1: warmup - 1 + steps])),
         "params": params,
         "timed_tokens": sum(child["step_tokens"][i] for i in timed),
+        "timed_scored_tokens": (sum(child["step_scored_tokens"][i] for i in timed)
+                                if child.get("step_scored_tokens") else None),
         "step_tokens": child["step_tokens"],
         **{k: child.get(k) for k in ("load_seconds", "setup_seconds", "precompute_seconds", "precompute_pairs",
                                      "after_train_seconds", "peak_rss_mb_train", "token_count_from", "ref_model",
@@ -725,6 +756,7 @@ def table(results: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         variant = ("LoRA r16" if r["lora"] else "full") + ("" if r["reference"] == "-" else f", ref={r['reference']}")
+        variant += f", {r.get('threads', 2)} thr" + (", malloc-tuned" if r.get("malloc_tune") else "")
         pre = "" if r["precompute_seconds"] is None else f" ({r['precompute_seconds']:.1f})"
         lines.append(
             f"| {SHORT[r['model']]} | {r['task']} | {variant} | {r['framework']} | {r['warmup']}+{r['steps']} "
@@ -743,11 +775,13 @@ def ratio_table(results: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     keys = []
     for r in rows:
-        key = (r["model"], r["task"], r["lora"], r.get("max_length", 256))
+        key = (r["model"], r["task"], r["lora"], r.get("max_length", 256), r.get("threads", 2), bool(r.get("malloc_tune")))
         if key not in keys:
             keys.append(key)
-    for model, task, lora, max_length in keys:
-        group = [r for r in rows if (r["model"], r["task"], r["lora"], r.get("max_length", 256)) == (model, task, lora, max_length)]
+    for key in keys:
+        model, task, lora, max_length, threads, tuned = key
+        group = [r for r in rows if (r["model"], r["task"], r["lora"], r.get("max_length", 256), r.get("threads", 2),
+                                     bool(r.get("malloc_tune"))) == key]
         ak = [r for r in group if r["framework"] == "alignkit"]
         trl = [r for r in group if r["framework"] == "trl"]
         pairs = []
@@ -757,7 +791,7 @@ def ratio_table(results: list[dict]) -> str:
         else:
             pairs = [(a, t) for a in ak for t in trl]
         for a, t in pairs:
-            variant = "LoRA r16" if lora else "full"
+            variant = ("LoRA r16" if lora else "full") + f", {threads} thr" + (", malloc-tuned" if tuned else "")
             if task == "dpo" and not lora:
                 variant += f", alignkit ref={a['reference']} vs TRL ref={t['reference']}"
             setup_a = a["setup_seconds"]
@@ -771,11 +805,19 @@ def ratio_table(results: list[dict]) -> str:
 
 
 def seqlen_table(results: list[dict]) -> str:
-    lines = ["| max_length | framework | quiet steps | tokens/step | step s median (min..max) | non-pad tok/s | s per 1k tokens | "
+    lines = ["| max_length | framework | quiet steps | tokens/step (scored) | step s median (min..max) | non-pad tok/s | s per 1k tokens | "
              "6NT GFLOP/s | peak RSS MB | load before→after (max) / foreign cores |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in best(results):
         per_step = r["timed_tokens"] / r["steps"]
-        lines.append(f"| {r['max_length']} | {r['framework']} | {r['quiet_steps']}/{r['steps']} | {per_step:.0f} | {r['step_s_median']:.3f} "
+        scored = r.get("timed_scored_tokens")
+        if scored is None:  # older results: read the child's own file
+            try:
+                child = json.loads((Path(r["run_dir"]) / "result.json").read_text())
+                scored = sum(child["step_scored_tokens"][r["warmup"]:r["warmup"] + r["steps"]])
+            except (OSError, KeyError, ValueError):
+                scored = None
+        per_step_scored = "" if scored is None else f" ({scored / r['steps']:.0f})"
+        lines.append(f"| {r['max_length']} | {r['framework']} | {r['quiet_steps']}/{r['steps']} | {per_step:.0f}{per_step_scored} | {r['step_s_median']:.3f} "
                      f"({r['step_s_min']:.2f}..{r['step_s_max']:.2f}) | {r['tokens_per_s']:,.1f} | "
                      f"{1000 / r['tokens_per_s']:.3f} | {r['gflops_6nt']:.1f} | {r['peak_rss_mb']:.0f} | "
                      f"{r['load_before']:.2f}→{r['load_after']:.2f} ({r['load_max']:.2f}) / "
@@ -828,6 +870,8 @@ def main() -> None:
                    help="before each run wait up to this many seconds for other processes to leave the CPU")
     p.add_argument("--threads", type=int, default=THREADS,
                    help="torch threads of every run (default 2 = the cores; 1 resists other processes on the machine)")
+    p.add_argument("--malloc-tune", action="store_true",
+                   help="run both sides with glibc malloc settings that keep large freed blocks (see MALLOC_TUNING)")
     p.add_argument("--attempts", type=int, default=3,
                    help="tries per configuration while other processes disturb it (default 3; the least disturbed is kept)")
     p.add_argument("--out", default=None, help="results JSON (default bench/results/<timestamp>.json)")
@@ -862,6 +906,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _stop)  # background jobs ignore SIGINT: SIGTERM also stops cleanly
     globals()["THREADS"] = args.threads
     ATTEMPTS["n"] = args.attempts
+    OPTIONS["malloc_tune"] = args.malloc_tune
     frameworks = tuple(f.strip() for f in args.frameworks.split(",") if f.strip())
     if args.seqlen and "--frameworks" not in " ".join(sys.argv):
         frameworks = ("alignkit",)  # the sweep measures alignkit's own scaling unless asked otherwise

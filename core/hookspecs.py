@@ -69,7 +69,10 @@ def alignkit_feedback_providers() -> Iterable[FeedbackProviderEntry]:
     """Offer feedback providers: sources of preference judgements and critiques.
 
     Called once when the registry is first read. Human annotators, a constitution-guided
-    AI judge, rules and reward models all sit behind this one interface, so ``feedback=<name>`` swaps them. The factory returns an
+    AI judge, rules and reward models all sit behind this one interface, so ``feedback=<name>`` swaps them.
+    A stage that needs judgements calls ``ctx.feedback()``, which validates the ``feedback``
+    config node against the entry's ``config_schema`` and calls ``factory(cfg, ctx)`` (``ctx``
+    is the ``StageContext``: models, earlier artifacts, the run directory). It returns an
     object implementing ``alignkit.core.interfaces.FeedbackProvider``.
 
     :returns: an iterable of ``FeedbackProviderEntry``.
@@ -81,8 +84,10 @@ def alignkit_feedback_providers() -> Iterable[FeedbackProviderEntry]:
 def alignkit_preference_models() -> Iterable[PreferenceModelEntry]:
     """Offer preference models: scorers of responses (reward models, rules, implicit rewards).
 
-    Called once when the registry is first read; ``preference_model=<name>`` picks one. The factory returns an object implementing
-    ``alignkit.core.interfaces.PreferenceModel``.
+    Called once when the registry is first read; ``preference_model=<name>`` picks one. A stage
+    that scores responses (PPO, evaluation, best-of-n) calls ``ctx.preference_model()``, which
+    validates the ``preference_model`` node and calls ``factory(cfg, ctx)``; it returns an object
+    implementing ``alignkit.core.interfaces.PreferenceModel``.
 
     :returns: an iterable of ``PreferenceModelEntry``.
     """

@@ -23,7 +23,13 @@ from alignkit.core.rundir import RunDir
 from alignkit.core.types import LoadedModel, ModelRole, ModelSpec, StageResult
 
 if TYPE_CHECKING:
-    from alignkit.core.interfaces import DataSource, MetricsLogger
+    import datasets
+
+    from alignkit.core.interfaces import DataSource, FeedbackProvider, MetricsLogger, PreferenceModel
+
+DATA_KINDS = ("sft", "preferences", "prompts")
+"""Data a stage can read; a stage may also *produce* any of them as an artifact (see
+``StageContext.dataset``): a folder holding ``train.jsonl`` and optionally ``eval.jsonl``."""
 
 log = logging.getLogger("alignkit")
 
@@ -141,6 +147,58 @@ class StageContext:
     def artifact(self, path: Path) -> str:
         return str(path.resolve().relative_to(self.run.run_dir.path))
 
+    def find_artifact(self, name: str) -> Path | None:
+        """The newest earlier stage's artifact ``name`` (e.g. ``reward_model``), as an absolute path."""
+        return find_artifact(self.run, self.previous, name)
+
+    def dataset(self, kind: str, split: str) -> datasets.Dataset | None:
+        """``sft``, ``preferences`` or ``prompts`` records for ``split``.
+
+        An earlier stage that produced an artifact of that name (AI labels, revised answers)
+        wins over the configured data source: that is how RLAIF feeds DPO or a reward model.
+        """
+        return stage_dataset(self.run, self.previous, kind, split)
+
+    def preference_model(self, node: Any = None) -> PreferenceModel:
+        """Build the configured ``preference_model`` (or ``node``): factory(cfg, ctx)."""
+        return self._component("preference_model", node if node is not None else self.run.cfg.get("preference_model"))
+
+    def feedback(self, node: Any = None) -> FeedbackProvider:
+        """Build the configured ``feedback`` provider (or ``node``): factory(cfg, ctx)."""
+        return self._component("feedback_provider", node if node is not None else self.run.cfg.get("feedback"))
+
+    def _component(self, kind: str, node: Any) -> Any:
+        group = {"preference_model": "preference_model", "feedback_provider": "feedback"}[kind]
+        if node is None or node.get("name") is None:
+            raise ConfigError(f"stage '{self.name}' needs a {group}: add {group}=<name> to the command line")
+        entry = self.run.registry.get(kind, str(node.get("name")))
+        cfg = validate_config(group, entry.name, entry.config_schema, node)
+        return entry.factory(cfg, self)
+
+
+def find_artifact(run: RunContext, previous: Mapping[str, StageResult], name: str) -> Path | None:
+    for result in reversed(list(previous.values())):
+        if name in result.artifacts:
+            return run.run_dir.path / result.artifacts[name]
+    return None
+
+
+def stage_dataset(run: RunContext, previous: Mapping[str, StageResult], kind: str, split: str) -> Any:
+    if kind not in DATA_KINDS:
+        raise ConfigError(f"unknown data kind '{kind}'; the kinds are: {', '.join(DATA_KINDS)}")
+    folder = find_artifact(run, previous, kind)
+    if folder is not None:
+        file = folder / f"{split}.jsonl"
+        if not file.exists():
+            return None
+        import datasets
+
+        from alignkit.core.records_io import read_jsonl
+
+        rows = read_jsonl(file)
+        return datasets.Dataset.from_list(rows) if rows else None
+    return getattr(run.data, kind)(split)
+
 
 def stage_plan(cfg: DictConfig) -> list[DictConfig]:
     stages = cfg.pipeline.get("stages")
@@ -162,11 +220,10 @@ def _optimizer_config(run: RunContext, stage: DictConfig) -> tuple[Any, DictConf
     return entry, (validate_config("optimizer", name, entry.config_schema, node), trainer_override)
 
 
-def _has_data(run: RunContext, kind: str) -> bool:
-    getter = getattr(run.data, kind, None)
-    if getter is None:
+def _has_data(run: RunContext, previous: Mapping[str, StageResult], kind: str) -> bool:
+    if kind not in DATA_KINDS:
         raise ConfigError(f"unknown data kind '{kind}' in a pipeline stage's 'requires'")
-    return getter("train") is not None
+    return stage_dataset(run, previous, kind, "train") is not None
 
 
 def run_pipeline(cfg: DictConfig, run_dir: str | Path, registry: Registry | None = None) -> RunDir:
@@ -198,7 +255,7 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, registry: Registry | None
                 log.info("stage %s already done; skipping", name)
             else:
                 requires = stage.get("requires")
-                if requires and not _has_data(run, str(requires)):
+                if requires and not _has_data(run, previous, str(requires)):
                     if stage.get("optional", False):
                         rd.set_stage(name, "skipped")
                         log.info("stage %s skipped: no %s data configured", name, requires)

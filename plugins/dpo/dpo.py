@@ -220,8 +220,8 @@ class DPOOptimizer:
         settings = ctx.trainer_settings()
         loaded = ctx.load_model("policy")
         tokenizer = loaded.tokenizer
-        train_rows = ctx.data.preferences("train")
-        eval_rows = ctx.data.preferences("eval")
+        train_rows = ctx.dataset("preferences", "train")
+        eval_rows = ctx.dataset("preferences", "eval")
         train, dropped = encode_pairs(tokenizer, train_rows, settings.max_length)
         eval_rows = list(eval_rows)[: self.options.max_eval_pairs] if eval_rows is not None else []
         held_out, _ = encode_pairs(tokenizer, eval_rows, settings.max_length)
@@ -311,7 +311,7 @@ class DPOOptimizer:
     def _kl_estimate(self, ctx: StageContext, policy: Any, tokenizer: Any, reference_model: Any,
                      settings: TrainerConfig) -> dict[str, float]:
         n = self.options.kl_prompts
-        prompts_ds = ctx.data.prompts("eval")
+        prompts_ds = ctx.dataset("prompts", "eval")
         if n <= 0 or prompts_ds is None or len(prompts_ds) == 0:
             return {}
         prompts = [row["prompt"] for row in prompts_ds.select(range(min(n, len(prompts_ds))))]

@@ -97,8 +97,8 @@ class SFTOptimizer:
         settings = ctx.trainer_settings()
         loaded = ctx.load_model("policy")
         tokenizer = loaded.tokenizer
-        train_rows = ctx.data.sft("train")
-        eval_rows = ctx.data.sft("eval")
+        train_rows = ctx.dataset("sft", "train")
+        eval_rows = ctx.dataset("sft", "eval")
         train, dropped = encode_sft(tokenizer, train_rows, settings.max_length, self.options.completion_only)
         eval_rows = list(eval_rows)[: self.options.max_eval_examples] if eval_rows is not None else []
         held_out, _ = encode_sft(tokenizer, eval_rows, settings.max_length, self.options.completion_only)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import torch
 
-from alignkit.core.errors import TrainingDiverged
+from alignkit.core.errors import ConfigError, TrainingDiverged
 from alignkit.core.rundir import atomic_write_json
 
 log = logging.getLogger("alignkit")
@@ -71,8 +71,13 @@ class TrainTask(Protocol):
     def evaluate(self, model: Any) -> Mapping[str, float]:
         """Held-out metrics (may be empty).
 
-        A task may also define ``batch_weight(batch) -> float`` (e.g. its scored tokens) so that
-        gradient accumulation weighs micro-batches exactly like one larger batch.
+        A task may also define ``batch_weight(batch) -> float`` (e.g. its scored tokens; it must
+        add up over the examples of a batch) so that gradient accumulation and data parallelism
+        weigh micro-batches and shards exactly like one larger batch.
+
+        Under N processes a batch (a list of example indices) is the *global* batch: each
+        process trains on its slice (``shard_batch``) and the gradients are all-reduced.
+        ``evaluate`` runs on every process with the same result.
         """
 
 
@@ -81,6 +86,13 @@ class TrainOutcome:
     model: Any  # unwrapped (and for LoRA merged) model
     steps: int
     metrics: dict[str, float]
+    state_dict: dict[str, Any] | None = None  # full weights gathered from FSDP / ZeRO-3 shards (main process)
+
+
+def shard_batch(batch: Sequence[Any], rank: int, world: int) -> list[Any]:
+    """This process's contiguous slice of a global batch (sizes differ by at most one)."""
+    n = len(batch)
+    return list(batch[rank * n // world:(rank + 1) * n // world])
 
 
 def shuffled_batches(count: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -115,12 +127,27 @@ def _checkpoints(folder: Path) -> list[Path]:
     return sorted(done, key=lambda p: int(p.name.split("-")[1]))
 
 
-def save_model(model: Any, tokenizer: Any, path: Path) -> None:
-    """``save_pretrained`` into a temporary folder, then rename: never a half-written model."""
+def save_model(model: Any, tokenizer: Any, path: Path, state_dict: Mapping[str, Any] | None = None) -> None:
+    """``save_pretrained`` into a temporary folder, then rename: never a half-written model.
+
+    Every process calls it; the main process writes and the others wait for the folder.
+    ``state_dict`` holds the weights when they were gathered from shards (``TrainOutcome``).
+    """
+    from alignkit.core import distributed
+
+    if distributed.is_main_process():
+        _save_model(model, tokenizer, path, state_dict)
+    distributed.barrier()
+
+
+def _save_model(model: Any, tokenizer: Any, path: Path, state_dict: Mapping[str, Any] | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        if state_dict is not None:
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=dict(state_dict))
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         if path.exists():
@@ -138,7 +165,7 @@ class Engine:
                  log_fn: Callable[[int, Mapping[str, float]], None] | None = None,
                  should_stop: Callable[[], bool] = lambda: False) -> None:
         from accelerate import Accelerator
-        from accelerate.utils import set_seed
+        from accelerate.utils import DataLoaderConfiguration, set_seed
 
         self.settings = settings
         self.out_dir = Path(out_dir)
@@ -147,20 +174,46 @@ class Engine:
         self.should_stop = should_stop
         if settings.num_threads > 0:
             torch.set_num_threads(settings.num_threads)
+        # split_batches: ``batch_size`` is the global batch, so the schedule steps once per
+        # optimizer step whatever the number of processes.
         self.accelerator = Accelerator(mixed_precision=settings.mixed_precision,
-                                       cpu=not torch.cuda.is_available())
+                                       cpu=not torch.cuda.is_available(),
+                                       dataloader_config=DataLoaderConfiguration(split_batches=True))
         set_seed(settings.seed)
+
+    @property
+    def sharded(self) -> bool:
+        """True when no process holds the whole model (FSDP, DeepSpeed ZeRO-3)."""
+        from accelerate.utils import DistributedType
+
+        acc = self.accelerator
+        if acc.distributed_type == DistributedType.FSDP:
+            return True
+        if acc.distributed_type == DistributedType.DEEPSPEED:
+            return acc.state.deepspeed_plugin.zero_stage == 3
+        return False
 
     @property
     def checkpoint_dir(self) -> Path:
         return self.out_dir / "checkpoints"
 
+    def place(self, model: Any) -> Any:
+        """Move ``model`` to this process's device (work before ``train``, e.g. reference
+        log-probs, then runs on the GPU), unless the model will be sharded."""
+        if not self.sharded:
+            model.to(self.accelerator.device)
+        return model
+
     def prepare_model(self, model: Any) -> Any:
         """Apply LoRA and gradient checkpointing as configured (before ``train``)."""
+        self.place(model)
         if self.settings.gradient_checkpointing:
             model.gradient_checkpointing_enable()
             model.config.use_cache = False
         if self.settings.lora:
+            if self.sharded:
+                raise ConfigError("trainer.lora=true under FSDP or DeepSpeed ZeRO-3 is not supported: LoRA's "
+                                  "trainable weights are small, so use DDP (launcher.config=ddp) or ZeRO-2")
             model = apply_lora(model, self.settings)
         return model
 
@@ -174,16 +227,25 @@ class Engine:
 
         s = self.settings
         acc = self.accelerator
+        rank, world = acc.process_index, acc.num_processes
         model.train()
-        optimizer = make_optimizer(model, s)
         first_epoch = list(task.batches(0))
         if not first_epoch:
             raise ValueError(f"stage '{self.stage}' has no training batches")
-        steps_per_epoch = max(1, len(first_epoch) // (s.grad_accum * acc.num_processes))
+        if world > 1 and min(len(b) for b in first_epoch) < world:
+            raise ConfigError(
+                f"stage '{self.stage}': trainer.batch_size is the global batch, split across {world} processes; "
+                f"it must be at least {world} (the smallest batch holds {min(len(b) for b in first_epoch)} examples)")
+        steps_per_epoch = max(1, len(first_epoch) // s.grad_accum)
         total = self._total_steps(steps_per_epoch)
+        # The loss runs inside the wrapper's forward, so DDP / FSDP / DeepSpeed see every forward
+        # (gradient all-reduce, parameter gathering) even though core.lm calls the decoder directly.
+        wrapper = _TaskModule(model, task)
+        optimizer = make_optimizer(wrapper, s)
         scheduler = get_scheduler(s.lr_scheduler, optimizer, num_warmup_steps=int(s.warmup_ratio * total),
                                   num_training_steps=total)
-        model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+        self._configure_deepspeed(first_epoch, world)
+        wrapper, optimizer, scheduler = acc.prepare(wrapper, optimizer, scheduler)
 
         step, epoch, cursor = 0, 0, 0
         existing = _checkpoints(self.checkpoint_dir)
@@ -197,7 +259,6 @@ class Engine:
                 print(f"alignkit: resuming stage '{self.stage}' at step {step} from {latest}", file=sys.stderr)
 
         epoch_batches = first_epoch if epoch == 0 else list(task.batches(epoch))
-        rank, world = acc.process_index, acc.num_processes
         progress = None
         if s.progress and acc.is_main_process:
             from tqdm.auto import tqdm
@@ -206,42 +267,60 @@ class Engine:
         final_metrics: dict[str, float] = {}
         window: list[Mapping[str, float]] = []
         last_log = time.perf_counter()
+        stop = self.should_stop()
         try:
-            while step < total and not self.should_stop():
+            while step < total and not stop:
                 started = time.perf_counter()
-                micro_metrics: list[Mapping[str, float]] = []
+                start_epoch, start_cursor = epoch, cursor
                 step_batches = []
-                for _ in range(s.grad_accum):
-                    if cursor + world > len(epoch_batches):
+                for _ in range(s.grad_accum):  # the global micro-batches of this optimizer step
+                    if cursor >= len(epoch_batches):
                         epoch, cursor = epoch + 1, 0
                         epoch_batches = list(task.batches(epoch))
-                    step_batches.append(epoch_batches[cursor + rank])
-                    cursor += world
-                weights = _micro_weights(task, step_batches)
-                for micro, batch in enumerate(step_batches):
-                    sync = micro == len(step_batches) - 1
-                    context = acc.no_sync(model) if not sync and world > 1 else _nullcontext()
+                    step_batches.append(epoch_batches[cursor])
+                    cursor += 1
+                shards = [shard_batch(b, rank, world) for b in step_batches] if world > 1 else step_batches
+                weights = _micro_weights(task, step_batches, shards, world)
+                micro_metrics: list[Mapping[str, float]] = []
+                step_loss, finite = 0.0, True
+                for micro, batch in enumerate(shards):
+                    sync = micro == len(shards) - 1
+                    acc.gradient_state._set_sync_gradients(sync)  # DeepSpeed steps at the boundary only
+                    context = acc.no_sync(wrapper) if not sync and world > 1 else _nullcontext()
                     with context:
                         with acc.autocast():
-                            loss, metrics = task.loss(model, batch)
-                        if not torch.isfinite(loss.detach()).all():
-                            path = self._save_checkpoint(step, epoch, cursor - world * len(step_batches))
-                            raise TrainingDiverged(
-                                f"stage '{self.stage}': the loss became {loss.item()} at step {step + 1}. "
-                                f"Training stopped; the last good state is kept in {path}. Lower "
-                                f"trainer.learning_rate or check the data, then rerun the same command to "
-                                f"resume from it."
-                            )
+                            loss, metrics = wrapper(batch)
+                        value = float(loss.detach())
+                        finite = finite and math.isfinite(value)
+                        # Every process runs backward even on a bad loss: the all-reduce needs them all.
                         acc.backward(loss * weights[micro])
-                    micro_metrics.append({"loss": float(loss.detach()), **metrics})
+                    micro_metrics.append({"loss": value, **metrics})
+                    step_loss += value * weights[micro] / world
+                if world > 1:  # one small all-reduce: the global loss, a bad loss anywhere, a stop request
+                    flags = torch.tensor([step_loss, 0.0 if finite else 1.0, 1.0 if self.should_stop() else 0.0],
+                                         dtype=torch.float64, device=acc.device)
+                    flags = acc.reduce(flags, reduction="sum")
+                    step_loss, finite, stop = float(flags[0]), bool(flags[1] == 0), bool(flags[2] > 0)
+                else:
+                    stop = self.should_stop()
+                if not finite:
+                    optimizer.zero_grad(set_to_none=True)
+                    path = self._save_checkpoint(step, start_epoch, start_cursor)
+                    raise TrainingDiverged(
+                        f"stage '{self.stage}': the loss became {step_loss} at step {step + 1}. "
+                        f"Training stopped; the last good state is kept in {path}. Lower "
+                        f"trainer.learning_rate or check the data, then rerun the same command to "
+                        f"resume from it."
+                    )
                 grad_norm = None
                 if s.max_grad_norm and s.max_grad_norm > 0:
-                    grad_norm = acc.clip_grad_norm_(model.parameters(), s.max_grad_norm)
+                    grad_norm = acc.clip_grad_norm_(wrapper.parameters(), s.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 merged = _mean(micro_metrics)
+                merged["loss"] = step_loss  # the global batch's loss, as one process would compute it
                 merged["lr"] = scheduler.get_last_lr()[0]
                 if grad_norm is not None:
                     merged["grad_norm"] = float(grad_norm)
@@ -250,8 +329,12 @@ class Engine:
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix(loss=f"{merged['loss']:.4f}")
-                if step % max(1, s.log_every) == 0 or step == total:
+                if step % max(1, s.log_every) == 0 or step == total or stop:
                     record = _mean(window)
+                    if world > 1:  # other metrics: the mean over the processes' slices
+                        from accelerate.utils import gather_object
+
+                        record = _mean(gather_object([record]))
                     now = time.perf_counter()
                     record["seconds_since_log"] = now - last_log
                     last_log = now
@@ -260,8 +343,7 @@ class Engine:
                         self.log_fn(step, record)
                     final_metrics.update({f"train/{k}": v for k, v in record.items()})
                 if s.eval_every and step % s.eval_every == 0 and step < total:
-                    eval_metrics = dict(task.evaluate(acc.unwrap_model(model)))
-                    model.train()
+                    eval_metrics = self._evaluate(wrapper)
                     if eval_metrics and acc.is_main_process:
                         self.log_fn(step, eval_metrics)
                 if s.checkpoint_every and step % s.checkpoint_every == 0 and step < total:
@@ -269,8 +351,13 @@ class Engine:
         finally:
             if progress is not None:
                 progress.close()
-        unwrapped = acc.unwrap_model(model)
-        eval_metrics = dict(task.evaluate(unwrapped))
+        eval_metrics = self._evaluate(wrapper)
+        state_dict = None
+        if self.sharded:  # gather the full weights once (a collective); the main process keeps them
+            full = acc.get_state_dict(wrapper)
+            if acc.is_main_process:
+                state_dict = {k[len("model."):]: v for k, v in full.items() if k.startswith("model.")}
+        unwrapped = acc.unwrap_model(wrapper).model
         unwrapped.train(False)
         if eval_metrics and acc.is_main_process:
             self.log_fn(step, eval_metrics)
@@ -278,19 +365,46 @@ class Engine:
         final_metrics["steps"] = step
         if hasattr(unwrapped, "merge_and_unload"):
             unwrapped = unwrapped.merge_and_unload()
-        return TrainOutcome(model=unwrapped, steps=step, metrics=final_metrics)
+        return TrainOutcome(model=unwrapped, steps=step, metrics=final_metrics, state_dict=state_dict)
+
+    def _evaluate(self, wrapper: Any) -> dict[str, float]:
+        """The task's held-out metrics, on every process, through the wrapper (sharded weights)."""
+        with torch.no_grad():
+            metrics = dict(wrapper(None, evaluate=True))
+        wrapper.train()
+        return metrics
+
+    def _configure_deepspeed(self, batches: Sequence[Any], world: int) -> None:
+        """DeepSpeed wants its micro-batch size before ``prepare`` (it cannot infer it without a
+        DataLoader); accumulation and clipping stay the engine's."""
+        from accelerate.utils import DistributedType
+
+        acc = self.accelerator
+        if acc.distributed_type != DistributedType.DEEPSPEED:
+            return
+        config = acc.state.deepspeed_plugin.deepspeed_config
+        config["train_micro_batch_size_per_gpu"] = max(1, math.ceil(len(batches[0]) / world))
+        config["gradient_accumulation_steps"] = 1  # the engine accumulates (weights by scored tokens)
+        config.pop("train_batch_size", None)
+        if self.settings.max_grad_norm and config.get("gradient_clipping") in (None, "auto"):
+            config["gradient_clipping"] = self.settings.max_grad_norm
 
     def _save_checkpoint(self, step: int, epoch: int, cursor: int) -> Path:
-        """accelerate state plus our data position, renamed into place when complete."""
+        """accelerate state plus our data position, renamed into place when complete.
+
+        Every process saves its part (RNG state; shards under FSDP / DeepSpeed) into the same
+        temporary folder; the main process renames it once all have finished.
+        """
         acc = self.accelerator
         final = self.checkpoint_dir / f"step-{step:07d}"
+        tmp = self.checkpoint_dir / f".tmp-step-{step:07d}"
         if acc.is_main_process:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp)
         acc.wait_for_everyone()
-        tmp = self.checkpoint_dir / f".tmp-step-{step:07d}"
-        if acc.is_main_process and tmp.exists():
-            shutil.rmtree(tmp)
         acc.save_state(str(tmp))
+        acc.wait_for_everyone()
         if acc.is_main_process:
             atomic_write_json(tmp / TRAINER_STATE, {"step": step, "epoch": epoch, "cursor": cursor})
             if final.exists():
@@ -302,6 +416,28 @@ class Engine:
         return final
 
 
+class _TaskModule(torch.nn.Module):
+    """The model plus the task's loss as one module whose ``forward`` is the loss.
+
+    accelerate wraps this module (DDP, FSDP, DeepSpeed), so every training forward and every
+    evaluation passes through the wrapper's forward, as distributed training requires.
+    """
+
+    def __init__(self, model: Any, task: TrainTask) -> None:
+        super().__init__()
+        self.model = model
+        self.task = task
+        # FSDP's transformer auto-wrap and DeepSpeed's "auto" sizes read these from the model.
+        self._no_split_modules = getattr(model, "_no_split_modules", None)
+        if getattr(model, "config", None) is not None:
+            self.config = model.config
+
+    def forward(self, batch: Any = None, evaluate: bool = False) -> Any:
+        if evaluate:
+            return self.task.evaluate(self.model)
+        return self.task.loss(self.model, batch)
+
+
 class _nullcontext:
     def __enter__(self) -> None:
         return None
@@ -310,15 +446,23 @@ class _nullcontext:
         return None
 
 
-def _micro_weights(task: TrainTask, batches: Sequence[Any]) -> list[float]:
-    """How much each micro-batch's mean loss counts in the step: by the task's ``batch_weight``
-    (e.g. scored tokens) when it has one, so accumulation equals one larger batch."""
+def _micro_weights(task: TrainTask, batches: Sequence[Any], shards: Sequence[Any] | None = None,
+                   world: int = 1) -> list[float]:
+    """How much this process's part of each micro-batch counts in the step's loss.
+
+    By the task's ``batch_weight`` (e.g. scored tokens) when it has one, else by examples, over
+    the whole global step: accumulation over micro-batches and the split across ``world``
+    processes then equal one large batch. DDP averages gradients over processes, hence the
+    factor ``world``.
+    """
+    shards = batches if shards is None else shards
     weigh = getattr(task, "batch_weight", None)
     if weigh is None:
-        return [1.0 / len(batches)] * len(batches)
-    raw = [float(weigh(b)) for b in batches]
-    total = sum(raw) or 1.0
-    return [w / total for w in raw]
+        if world == 1:
+            return [1.0 / len(batches)] * len(batches)
+        return [len(sh) / len(b) * world / len(batches) for b, sh in zip(batches, shards)]
+    total = sum(float(weigh(b)) for b in batches) or 1.0
+    return [float(weigh(sh)) * world / total for sh in shards]
 
 
 def _mean(records: Sequence[Mapping[str, float]]) -> dict[str, float]:

@@ -6,7 +6,8 @@
     <run_dir>/NN-<stage>/DONE      written when the stage completed; resume skips it
 
 Every file is written to a temporary name and renamed, so a killed run never leaves a
-half-written summary or model.
+half-written summary or model. Under ``accelerate launch`` only the main process writes;
+the others keep the same summary in memory.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from alignkit.core import distributed
 from alignkit.core.types import StageResult, stage_dir_name
 
 SUMMARY = "summary.json"
@@ -65,10 +67,11 @@ def _clean(metrics: Mapping[str, Any]) -> dict[str, Any]:
 class RunDir:
     """Reads and writes one run directory."""
 
-    def __init__(self, path: str | os.PathLike[str], pipeline: str = "") -> None:
+    def __init__(self, path: str | os.PathLike[str], pipeline: str = "", *, writer: bool | None = None) -> None:
         self.path = Path(path).resolve()
         self.path.mkdir(parents=True, exist_ok=True)
         self.pipeline = pipeline
+        self.writer = distributed.is_main_process() if writer is None else writer  # False: read-only
         self.summary = self._read_summary()
         if pipeline:
             self.summary["pipeline"] = pipeline
@@ -92,6 +95,8 @@ class RunDir:
         return StageResult(metrics=dict(record.get("metrics", {})), artifacts=dict(record.get("artifacts", {})))
 
     def log_metrics(self, stage: str, step: int, metrics: Mapping[str, Any]) -> None:
+        if not self.writer:
+            return
         record = {"stage": stage, "step": step, "time": round(time.time(), 3), **_clean(metrics)}
         with open(self.path / METRICS, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -106,7 +111,8 @@ class RunDir:
 
     def mark_done(self, index: int, stage: str, result: StageResult) -> None:
         self.set_stage(stage, "completed", result)
-        atomic_write_text(self.path / stage_dir_name(index, stage) / DONE, time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+        if self.writer:
+            atomic_write_text(self.path / stage_dir_name(index, stage) / DONE, time.strftime("%Y-%m-%dT%H:%M:%S\n"))
 
     def finish(self, status: str, error: str | None = None) -> None:
         self.summary["status"] = status
@@ -117,4 +123,5 @@ class RunDir:
         self.write_summary()
 
     def write_summary(self) -> None:
-        atomic_write_json(self.path / SUMMARY, self.summary)
+        if self.writer:
+            atomic_write_json(self.path / SUMMARY, self.summary)

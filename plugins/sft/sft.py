@@ -111,9 +111,9 @@ class SFTOptimizer:
         task = SFTTask(train, held_out, settings, self.options, pad_id)
         engine = ctx.engine()
         model = engine.prepare_model(loaded.model)
-        before = task.evaluate(model)
+        before = task.evaluate(model) if not engine.sharded else {}  # sharded: the weights are not on a GPU yet
         outcome = engine.train(model, task)
-        save_model(outcome.model, tokenizer, ctx.dir / "model")
+        save_model(outcome.model, tokenizer, ctx.dir / "model", state_dict=outcome.state_dict)
         metrics = dict(outcome.metrics)
         if "eval/loss" in before:
             metrics["eval/loss_before"] = before["eval/loss"]

@@ -1,0 +1,124 @@
+"""Data parallelism as a user runs it: ``alignkit ... launcher.num_processes=2`` on CPU (gloo).
+
+One 2-process run of the dpo pipeline (an SFT stage, then DPO) must reach the weights of a
+1-process run with the same global batch, write the run directory once, and resume from a
+checkpoint under 2 processes. The learning rate is high so that the weights move far more
+than the tolerance: a run that trained on half the batch, or skipped the all-reduce, fails.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ARGS = ["pipeline=dpo", "model=tiny-random", "logger=none", "trainer.batch_size=4", "trainer.grad_accum=2",
+        "trainer.max_length=64", "trainer.progress=false", "trainer.max_steps=4", "trainer.checkpoint_every=2",
+        "trainer.learning_rate=1e-3", "trainer.warmup_ratio=0", "optimizer.trainer.learning_rate=1e-3",
+        "optimizer.max_eval_pairs=8", "optimizer.kl_prompts=2", "optimizer.kl_max_new_tokens=8",
+        # the pipeline's closing evaluate stage, kept small (it is not what this file tests)
+        "evaluate.num_prompts=2", "evaluate.max_new_tokens=8", "evaluate.safety_prompts=0",
+        "evaluate.sycophancy_prompts=0", "evaluate.report=false"]
+STAGES = ("01-sft", "02-dpo")  # the training stages
+
+
+def alignkit(*args):
+    exe = Path(sys.executable).parent / "alignkit"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "ALIGNKIT_LAUNCHED"):  # not inside a launch already
+        env.pop(var, None)
+    proc = subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=600)
+    if proc.returncode != 0:
+        raise AssertionError(f"alignkit failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def weights(run, stage):
+    from safetensors.torch import load_file
+
+    return load_file(run / stage / "model" / "model.safetensors")
+
+
+def losses(run):
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["stage"], r["step"], r["loss"]) for r in records if "loss" in r and r["stage"] in ("sft", "dpo")]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same command with 2 processes (a subprocess) and with 1 (in this process)."""
+    from alignkit.core.pipeline import run_pipeline
+    from alignkit.core.testing import compose
+
+    base = tmp_path_factory.mktemp("multiprocess")
+    cache = f"optimizer.cache_dir={base / 'reference-cache'}"
+    two = base / "two"
+    proc = alignkit(*ARGS, cache, "launcher.num_processes=2", f"hydra.run.dir={two}")
+    assert "accelerate" in proc.stderr and f"run directory: {two}" in proc.stdout
+    one = base / "one"
+    run_pipeline(compose([*ARGS, cache]), one)
+    return {"one": one, "two": two, "cache": cache}
+
+
+def test_two_processes_reach_the_weights_of_one_with_the_same_global_batch(runs):
+    from alignkit.core.registry import Registry
+    from alignkit.core.testing import compose
+
+    one, two = runs["one"], runs["two"]
+    # The logged loss is the global batch's: equal from the first step on.
+    assert [(s, n) for s, n, _ in losses(two)] == [(s, n) for s, n, _ in losses(one)]
+    assert [(s, n) for s, n, _ in losses(two)] == [(s, n) for s in ("sft", "dpo") for n in (1, 2, 3, 4)]
+    for (_, _, a), (_, _, b) in zip(losses(one), losses(two)):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+    cfg = compose(ARGS)
+    initial = Registry().load_model(_spec(cfg), "policy").model.state_dict()
+    for stage in STAGES:
+        a, b = weights(one, stage), weights(two, stage)
+        assert a.keys() == b.keys()
+        moved = max((a[k] - initial[k]).abs().max().item() for k in a)
+        apart = max((a[k] - b[k]).abs().max().item() for k in a)
+        assert moved > 1e-3, f"{stage}: training barely moved the weights ({moved}); the check would be empty"
+        assert apart < 1e-4, f"{stage}: 2 processes differ from 1 by {apart} (weights moved {moved})"
+
+
+def _spec(cfg):
+    from alignkit.core.types import ModelSpec
+
+    return ModelSpec(str(cfg.model.name_or_path), options=dict(cfg.model.options))
+
+
+def test_the_run_directory_is_written_once(runs):
+    two = runs["two"]
+    keys = [(stage, step) for stage, step, _ in losses(two)]
+    assert len(keys) == len(set(keys)) == 8, "each step is logged once, by the main process"
+    summary = json.loads((two / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert {s: r["status"] for s, r in summary["stages"].items() if s in ("sft", "dpo")} == \
+        {"sft": "completed", "dpo": "completed"}
+    assert all(r["status"] == "completed" for r in summary["stages"].values())
+    assert "eval/kl_per_token" in summary["stages"]["dpo"]["metrics"], "the main process ran the KL estimate"
+    for stage in STAGES:
+        assert (two / stage / "DONE").exists()
+        assert sorted(p.name for p in (two / stage / "checkpoints").iterdir()) == ["step-0000002"]
+        assert not [p for p in (two / stage).rglob(".*") if p.name != ".hydra"], "no temporary leftovers"
+    assert (two / ".hydra" / "config.yaml").exists()
+
+
+def test_a_checkpoint_resumes_under_two_processes(runs):
+    two = runs["two"]
+    straight = weights(two, "02-dpo")
+    # As if the run had died after the DPO checkpoint at step 2: no DONE, no final model.
+    (two / "02-dpo" / "DONE").unlink()
+    import shutil
+
+    shutil.rmtree(two / "02-dpo" / "model")
+    proc = alignkit(*ARGS, runs["cache"], "launcher.num_processes=2", f"hydra.run.dir={two}")
+    assert "resuming stage 'dpo' at step 2" in proc.stderr
+    assert "resuming stage 'sft'" not in proc.stderr, "the finished SFT stage is skipped"
+    resumed = weights(two, "02-dpo")
+    for key in straight:
+        assert torch.allclose(straight[key], resumed[key], atol=1e-6), key
+    assert [(stage, step) for stage, step, _ in losses(two)][-2:] == [("dpo", 3), ("dpo", 4)]

@@ -69,7 +69,14 @@ def encode_prompt_response(tokenizer: Any, prompt: Sequence[dict], response: str
     the start instead, as TRL does, leaves long multi-turn pairs (HH-RLHF) with identical or
     empty scored tokens, which DPO cannot learn from.
     """
-    full = encode_conversation(tokenizer, [*prompt, {"role": "assistant", "content": response}], 1 << 30)
+    messages = [*prompt, {"role": "assistant", "content": response}]
+    text = render(tokenizer, messages)
+    before = render(tokenizer, messages[:-1], generation_prompt=True)
+    if not text.startswith(before):
+        raise ValueError("the tokenizer's chat template does not render conversations as prefixes")
+    # only the final turn is scored: assistant turns inside the prompt are context, and counting
+    # them here would let truncation cut the response of a multi-turn prompt
+    full = encode_spans(tokenizer, text, [(len(before), len(text))], 1 << 30)
     excess = len(full.input_ids) - max_length
     if excess > 0 and True in full.scored:
         drop = min(excess, full.scored.index(True))
@@ -94,11 +101,12 @@ class PackedBatch:
     sequence_index: torch.Tensor  # [R*L] long
     num_sequences: int
     num_tokens: int  # real (non-padding) tokens
+    starts: torch.Tensor | None = None  # [N] flat index of each sequence's first token (pooling, e.g. rewards)
 
     def to(self, device: torch.device) -> PackedBatch:
         return PackedBatch(self.input_ids.to(device), self.position_ids.to(device), self.targets.to(device),
                            self.target_mask.to(device), self.sequence_index.to(device), self.num_sequences,
-                           self.num_tokens)
+                           self.num_tokens, None if self.starts is None else self.starts.to(device))
 
 
 def _rows(lengths: Sequence[int], row_tokens: int) -> list[list[int]]:
@@ -131,11 +139,13 @@ def pack(sequences: Sequence[Encoded], row_tokens: int | None = None) -> PackedB
     layout = _rows(lengths, row_tokens if row_tokens is not None else max(256, max(lengths, default=1)))
     width = max(sum(len(sequences[i].input_ids) for i in row) for row in layout)
     ids, pos, targets, mask, seq_index = [], [], [], [], []
-    for row in layout:
+    starts = [0] * len(sequences)
+    for r, row in enumerate(layout):
         r_ids: list[int] = []
         r_pos: list[int] = []
         for i in row:
             seq = sequences[i]
+            starts[i] = r * width + len(r_ids)
             r_ids.extend(seq.input_ids)
             r_pos.extend(range(len(seq.input_ids)))
             targets.extend(seq.input_ids[1:] + [0])
@@ -155,6 +165,7 @@ def pack(sequences: Sequence[Encoded], row_tokens: int | None = None) -> PackedB
         sequence_index=torch.tensor(seq_index, dtype=torch.long),
         num_sequences=len(sequences),
         num_tokens=sum(len(s.input_ids) for s in sequences),
+        starts=torch.tensor(starts, dtype=torch.long),
     )
 
 

@@ -1,0 +1,1 @@
+"""Bradley-Terry reward models: the ``reward`` optimizer and the ``bradley_terry`` preference model."""

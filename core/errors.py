@@ -32,3 +32,18 @@ class DataError(AlignkitError):
 
 class TrainingDiverged(AlignkitError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class WaitingForFeedback(AlignkitError):
+    """A stage needs judgements that people have not given yet (``feedback=human``).
+
+    Not a failure: the runner ends the run with status ``waiting`` (stages already done keep
+    their DONE markers) and the CLI exits with ``EXIT_WAITING``; rerunning the same command
+    in the same run directory resumes once the labels are in.
+    """
+
+    EXIT_WAITING = 75  # sysexits EX_TEMPFAIL: try again later
+
+    def __init__(self, message: str, *, labelled: int = 0, total: int = 0, url: str | None = None) -> None:
+        super().__init__(message)
+        self.labelled, self.total, self.url = labelled, total, url

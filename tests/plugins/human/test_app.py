@@ -1,0 +1,144 @@
+"""The web app's rules, through Flask's test client: tokens, CSRF, escaping, ownership, admin."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from alignkit.plugins.human import auth
+from alignkit.plugins.human.app import create_app
+from alignkit.plugins.human.store import side_to_choice
+from alignkit.plugins.human.store import Store
+
+XSS = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
+
+
+@pytest.fixture
+def env(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'labels.db'}")
+    store.add_items("proj", [{"prompt": [{"role": "user", "content": "Say hi " + XSS}],
+                              "response_a": "hi " + XSS, "response_b": "hello"},
+                             {"prompt": "2+2?", "response_a": "4", "response_b": "5"}], overlap=2)
+    tokens = {"alice": store.add_annotator("alice"), "bob": store.add_annotator("bob"),
+              "root": store.add_annotator("root", admin=True)}
+    app = create_app(store)
+    yield store, app, tokens
+    store.close()
+
+
+def login(app, token):
+    client = app.test_client()
+    resp = client.post("/login", data={"token": token})
+    assert resp.status_code == 303
+    return client
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf" value="([0-9a-f]+)"', html).group(1)
+
+
+def test_every_page_and_write_needs_a_token(env):
+    store, app, tokens = env
+    anon = app.test_client()
+    assert anon.get("/").status_code == 401
+    assert anon.get("/p/proj").status_code == 401
+    assert anon.get("/admin").status_code == 401
+    assert anon.get("/api/next?project=proj").status_code == 401
+    assert anon.post("/api/labels", json={"item_id": 1, "choice": "left"}).status_code == 401
+    assert anon.post("/p/proj/label", data={"item_id": 1, "choice": "left"}).status_code == 401
+    assert anon.get("/api/next?project=proj", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert anon.post("/login", data={"token": "nope"}).status_code == 401
+    assert store.labels("proj") == []
+
+
+def test_untrusted_text_is_escaped(env):
+    store, app, tokens = env
+    client = login(app, tokens["alice"])
+    html = client.get("/p/proj").get_data(as_text=True)
+    assert "<script>window" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=" in html
+    csp = client.get("/p/proj").headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+
+
+def test_form_needs_csrf_and_same_origin(env):
+    store, app, tokens = env
+    client = login(app, tokens["alice"])
+    html = client.get("/p/proj").get_data(as_text=True)
+    item_id = int(re.search(r'name="item_id" value="(\d+)"', html).group(1))
+    assert client.post("/p/proj/label", data={"item_id": item_id, "choice": "left"}).status_code == 403
+    bobs = auth.csrf_token(tokens["bob"])  # a CSRF token that belongs to someone else
+    assert client.post("/p/proj/label", data={"item_id": item_id, "choice": "left", "csrf": bobs}).status_code == 403
+    good = csrf_of(html)
+    assert client.post("/p/proj/label", data={"item_id": item_id, "choice": "left", "csrf": good},
+                       headers={"Origin": "http://evil.example"}).status_code == 403
+    assert store.labels("proj") == []
+    resp = client.post("/p/proj/label", data={"item_id": item_id, "choice": "left", "csrf": good,
+                                              "principle": ["honest"], "comment": "fine"})
+    assert resp.status_code == 303
+    # the same form again (a double click, a resent request): still one label
+    assert client.post("/p/proj/label", data={"item_id": item_id, "choice": "left", "csrf": good}).status_code == 303
+    rows = store.labels("proj")
+    assert len(rows) == 1 and rows[0].annotator == "alice"
+    swapped = store.assignment(item_id, store.authenticate(tokens["alice"]).id).swapped
+    assert rows[0].choice == ("b" if swapped else "a")  # the left side, in the item's own terms
+
+
+def test_cookie_alone_cannot_write_json(env):
+    store, app, tokens = env
+    client = login(app, tokens["alice"])
+    item = client.get("/api/next?project=proj").get_json()  # reading with the cookie is fine
+    assert item["item_id"] is not None
+    assert client.post("/api/labels", json={"item_id": item["item_id"], "choice": "left"}).status_code == 401
+
+
+def test_api_annotators_write_only_their_own_labels(env):
+    store, app, tokens = env
+    client = app.test_client()
+    alice = {"Authorization": f"Bearer {tokens['alice']}"}
+    bob = {"Authorization": f"Bearer {tokens['bob']}"}
+    item = client.get("/api/next?project=proj", headers=alice).get_json()
+    # bob cannot write a label in alice's name, nor label an item he was never shown
+    resp = client.post("/api/labels", headers=bob, json={"item_id": item["item_id"], "choice": "left",
+                                                         "annotator": "alice"})
+    assert resp.status_code == 403
+    assert client.post("/api/labels", headers=bob, json={"item_id": 2, "choice": "left"}).status_code == 409
+    resp = client.post("/api/labels", headers=alice, json={"item_id": item["item_id"], "choice": "right"})
+    assert resp.status_code == 201 and resp.get_json()["status"] == "stored"
+    again = client.post("/api/labels", headers=alice, json={"item_id": item["item_id"], "choice": "right"})
+    assert again.status_code == 200 and again.get_json() == {"status": "unchanged",
+                                                             "label_id": resp.get_json()["label_id"]}
+    bad = client.post("/api/labels", headers=alice, json={"item_id": item["item_id"], "choice": "<b>"})
+    assert bad.status_code == 400
+    assert [(r.annotator, r.item_id) for r in store.labels("proj")] == [("alice", item["item_id"])]
+
+
+def test_side_mapping():
+    assert [side_to_choice(s, False) for s in ("left", "right", "tie", "skip")] == ["a", "b", "tie", "skip"]
+    assert [side_to_choice(s, True) for s in ("left", "right", "tie", "skip")] == ["b", "a", "tie", "skip"]
+
+
+def test_admin_page_and_export(env):
+    store, app, tokens = env
+    client = app.test_client()
+    for name, choice in (("alice", "left"), ("bob", "left")):
+        headers = {"Authorization": f"Bearer {tokens[name]}"}
+        for _ in range(2):
+            item = client.get("/api/next?project=proj", headers=headers).get_json()
+            client.post("/api/labels", headers=headers, json={"item_id": item["item_id"], "choice": choice})
+    assert login(app, tokens["alice"]).get("/admin").status_code == 403
+    admin = login(app, tokens["root"])
+    html = admin.get("/admin").get_data(as_text=True)
+    assert "Krippendorff" in html and "alice / bob" in html and "seconds per label" in html
+    resp = admin.get("/admin/export?project=proj&aggregate=none")
+    assert resp.status_code == 200 and resp.headers["Content-Disposition"].startswith("attachment")
+    rows = [json.loads(line) for line in resp.get_data(as_text=True).splitlines()]
+    assert len(rows) == 4 and {r["annotator"] for r in rows} == {"alice", "bob"}
+    agg = [json.loads(line) for line in admin.get("/admin/export?project=proj&aggregate=dawid_skene")
+           .get_data(as_text=True).splitlines()]
+    assert len(agg) == 2 and all(r["votes"] == 2 for r in agg)
+    assert admin.get("/api/progress?project=proj").get_json()["complete"] == 2
+    assert login(app, tokens["bob"]).get("/admin/export?project=proj").status_code == 403

@@ -39,6 +39,12 @@ PROJECT = "alignkit"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
+ALIGNKIT_HOOKS_VERSION = "1.0"
+"""The version of this contract: the minor part goes up when a hook is added, the major part
+when a hook is removed or changes meaning. A plugin module may declare the versions it was
+written for, ``alignkit_requires = ">=1.0,<2"``; a plugin outside its range is not loaded and
+the message says which side to upgrade."""
+
 
 # --------------------------------------------------------------------------------------
 # Registries: each returns an iterable of records

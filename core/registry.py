@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from alignkit.core.errors import ConfigError, PluginError
-from alignkit.core.manager import distribution_of, get_plugin_manager
+from alignkit.core.manager import distribution_of, get_plugin_manager, plugin_failures, record_failure
 from alignkit.core.types import (
     ENTRY_KINDS,
     ComponentEntry,
@@ -65,8 +65,8 @@ class Registry:
         for impl in hook.get_hookimpls():
             # Called one plugin at a time to know who provided each record; traced like pm.hook.
             trace(f"{_HOOK_OF_KIND[kind]} [{impl.plugin_name}]")
-            records = impl.function()
-            for entry in records or ():
+            records = self._call_plugin(impl, _HOOK_OF_KIND[kind])
+            for entry in records:
                 if not isinstance(entry, _ENTRY_TYPE[kind]):
                     raise PluginError(
                         f"plugin '{impl.plugin_name}' returned {type(entry).__name__} from "
@@ -83,6 +83,17 @@ class Registry:
                 found[entry.name] = here
         return found
 
+    def _call_plugin(self, impl: Any, hook_name: str) -> list[Any]:
+        """One plugin's results of a registry hook; a plugin that raises is skipped with a
+        warning naming its package (``ALIGNKIT_STRICT_PLUGINS=1``: an error) instead of
+        taking every other plugin down."""
+        try:
+            return list(impl.function() or ())
+        except Exception as exc:
+            record_failure(self.pm, impl.plugin_name, distribution_of(impl.plugin),
+                           f"{hook_name} raised {type(exc).__name__}: {exc}")
+            return []
+
     def get(self, kind: str, name: str) -> ComponentEntry:
         """The entry named ``name``; an unknown name lists the available ones."""
         available = self.components(kind)
@@ -90,6 +101,10 @@ class Registry:
             return available[name].entry
         close = difflib.get_close_matches(name, list(available), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
+        failed = plugin_failures(self.pm)
+        if failed:
+            hint += " These plugins failed to load and may provide it: " + "; ".join(
+                f"'{f.plugin}' from package '{f.package}' ({f.message})" for f in failed) + "."
         raise ConfigError(
             f"unknown {kind} '{name}'. Available: {', '.join(sorted(available)) or '(none)'}.{hint}"
         )
@@ -102,8 +117,8 @@ class Registry:
     # -- other hooks -----------------------------------------------------------------
     def config_searchpath(self) -> list[str]:
         paths: list[str] = []
-        for result in self.pm.hook.alignkit_config_searchpath():
-            for path in result or ():
+        for impl in reversed(self.pm.hook.alignkit_config_searchpath.get_hookimpls()):
+            for path in self._call_plugin(impl, "alignkit_config_searchpath"):
                 if path not in paths:
                     paths.append(path)
         return paths

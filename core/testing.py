@@ -1,11 +1,16 @@
 """Opt-in pytest plugin for alignkit and plugin authors: ``pytest_plugins = ["alignkit.core.testing"]``.
 
 Fixtures:
-  plugin_manager   a fresh plugin manager with the built-ins and installed plugins
+  plugin_manager   a fresh plugin manager with the built-ins, installed plugins and ``extra_plugins``
+  extra_plugins    override in your conftest to register plugin modules that are not installed
   registry         a ``Registry`` over it
   compose_config   compose ``alignkit.conf`` (plus plugin config roots) with overrides
+  stage_context    a ``StageContext`` for a composed config, without running anything
   tiny_model       the ``tiny-random`` model and tokenizer
   run_alignkit     run a pipeline in-process into a temporary run directory
+
+Contract suites a component author subclasses (``class TestMine(FeedbackProviderContract):
+name = "mine"``): ``FeedbackProviderContract``, ``PreferenceModelContract``, ``OptimizerContract``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,14 @@ import pytest
 
 from alignkit.core.registry import Registry
 
+EVALUATE_FAST = (  # the evaluate stage that ends every pipeline, sized for tests
+    "evaluate.num_prompts=4",
+    "evaluate.max_new_tokens=8",
+    "evaluate.safety_prompts=2",
+    "evaluate.sycophancy_prompts=2",
+    "evaluate.embedding=false",
+)
+
 FAST_OVERRIDES = (
     "model=tiny-random",
     "logger=none",
@@ -25,6 +38,7 @@ FAST_OVERRIDES = (
     "trainer.max_length=96",
     "trainer.progress=false",
     "trainer.checkpoint_every=0",
+    *EVALUATE_FAST,
 )
 
 
@@ -42,10 +56,24 @@ def compose(overrides: Sequence[str] = (), registry: Registry | None = None) -> 
 
 
 @pytest.fixture
-def plugin_manager():
+def extra_plugins() -> Sequence[Any]:
+    """Plugin modules or objects to register besides the installed ones (override it)."""
+    return ()
+
+
+@pytest.fixture
+def plugin_manager(extra_plugins):
     from alignkit.core.manager import get_plugin_manager
 
-    return get_plugin_manager()
+    return with_plugins(get_plugin_manager(), extra_plugins)
+
+
+def with_plugins(pm: Any, plugins: Sequence[Any]) -> Any:
+    """Register ``plugins`` (modules or objects) on ``pm`` unless already there; returns ``pm``."""
+    for plugin in plugins:
+        if not pm.is_registered(plugin):
+            pm.register(plugin, name=getattr(plugin, "__name__", None))
+    return pm
 
 
 @pytest.fixture
@@ -59,6 +87,32 @@ def compose_config(registry) -> Callable[..., Any]:
         return compose(overrides, registry)
 
     return _compose
+
+
+def make_stage_context(registry: Registry, run_dir: Path, overrides: Sequence[str] = (), fast: bool = True) -> Any:
+    """The ``StageContext`` of the last stage of the composed pipeline, with nothing run:
+    what a feedback provider's or preference model's factory receives."""
+    from omegaconf import OmegaConf
+
+    from alignkit.core.pipeline import RunContext, StageContext, stage_plan
+    from alignkit.core.rundir import RunDir
+
+    cfg = compose([*(FAST_OVERRIDES if fast else ()), *overrides], registry)
+    plan = stage_plan(cfg)
+    name = str(plan[-1].name)
+    run = RunContext(cfg, registry, RunDir(run_dir, pipeline=str(cfg.pipeline.name)))
+    return StageContext(run=run, name=name, index=len(plan), dir=run.run_dir.stage_dir(len(plan), name),
+                        config=OmegaConf.create({}), trainer=cfg.trainer, policy=run.model_spec(), previous={})
+
+
+@pytest.fixture
+def stage_context(tmp_path: Path, registry) -> Callable[..., Any]:
+    """``stage_context("feedback=mine").feedback()`` builds your provider as a stage would."""
+
+    def _make(*overrides: str, fast: bool = True) -> Any:
+        return make_stage_context(registry, tmp_path / "run", overrides, fast)
+
+    return _make
 
 
 @pytest.fixture(scope="session")
@@ -80,3 +134,346 @@ def run_alignkit(tmp_path: Path, registry) -> Callable[..., Any]:
         return run_pipeline(cfg, run_dir or tmp_path / "run", registry)
 
     return _run
+
+
+# --------------------------------------------------------------------------------------
+# Contract suites: subclass one in your tests and set ``name`` (and what else differs)
+# --------------------------------------------------------------------------------------
+
+def _user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+CONTRACT_PAIRS: tuple[tuple[list[dict[str, str]], str, str], ...] = (
+    (_user("What is 17 + 25?"), "17 + 25 = 42.", "17 + 25 = 52."),
+    (_user("How many minutes are in 3 hours?"), "3 hours is 180 minutes.",
+     "Hmm, let me think. That is a tricky one, and it depends on how you look at it."),
+    (_user("What is the capital of France?"), "The capital of France is Paris.",
+     "I'm sorry, but I can't help with that request."),
+    (_user("Reverse the word 'stressed'."), "'stressed' reversed is 'desserts'.", "'stressed' reversed is 'dessert'."),
+    (_user("Explain in one sentence what a compiler is."),
+     "A compiler translates source code into a program a machine can run.",
+     "Great question! Well, before answering, it's always a good idea to think carefully. " * 6),
+    ([{"role": "system", "content": "Answer briefly."}, *_user("Say hello in French.")], "Bonjour !", "Hola."),
+    (_user("Répète : « déjà vu » 🙂"), "« déjà vu » 🙂", ""),  # non-ASCII, and an empty response
+    (_user("What is 2 + 2?"), "4", "4"),  # identical responses
+)
+"""(prompt messages, a better response, a worse one): realistic pairs plus edge cases (an empty
+response, non-ASCII text, a long ramble, a system turn, identical responses)."""
+
+
+def registry_with(plugins: Sequence[Any] = ()) -> Registry:
+    """A fresh registry over the installed plugins plus ``plugins`` (not-yet-installed modules)."""
+    from alignkit.core.manager import get_plugin_manager
+
+    return Registry(with_plugins(get_plugin_manager(), plugins))
+
+
+def _component_node(registry: Registry, group: str, name: str, overrides: Sequence[str], run_dir: Path) -> Any:
+    """A StageContext and the config node of ``group=name``; a component without a group file
+    gets ``{name: <name>}`` plus nothing else."""
+    from hydra.errors import MissingConfigException
+    from omegaconf import OmegaConf
+
+    try:
+        ctx = make_stage_context(registry, run_dir, [f"{group}={name}", *overrides])
+        return ctx, ctx.run.cfg.get(group)
+    except MissingConfigException:  # no conf/<group>/<name>.yaml: build from the schema defaults
+        ctx = make_stage_context(registry, run_dir, overrides)
+        return ctx, OmegaConf.create({"name": name})
+
+
+class _ComponentContract:
+    name: str = ""
+    """The registry name of the component under test."""
+    overrides: Sequence[str] = ()
+    """Extra config overrides (``"feedback.temperature=2"``, ...); ``{tmp}`` in one becomes a fresh
+    temporary folder (``"feedback.db=sqlite:///{tmp}/labels.db"``)."""
+    plugins: Sequence[Any] = ()
+    """Plugin modules to register that are not installed (an installed plugin needs nothing)."""
+    kind: str = ""
+    group: str = ""
+
+    @pytest.fixture(scope="class")
+    def contract_registry(self) -> Registry:
+        if not self.name:
+            pytest.fail(f"{type(self).__name__} must set `name` to the component's registry name")
+        return registry_with(self.plugins)
+
+    def test_is_registered_with_a_description(self, contract_registry):
+        import dataclasses
+
+        available = contract_registry.components(self.kind)
+        assert self.name in available, f"no {self.kind} '{self.name}'; registered: {sorted(available)}"
+        entry = available[self.name].entry
+        assert entry.description.strip(), f"{self.kind} '{self.name}' needs a one-line description"
+        schema = entry.config_schema
+        assert schema is None or dataclasses.is_dataclass(schema), "config_schema must be a dataclass"
+
+    def _build(self, registry: Registry, tmp_path_factory: Any) -> Any:
+        tmp = tmp_path_factory.mktemp(f"contract-{self.name}")
+        overrides = [o.replace("{tmp}", str(tmp)) for o in self.overrides]
+        ctx, node = _component_node(registry, self.group, self.name, overrides, tmp / "run")
+        if self.kind == "feedback_provider":
+            return ctx.feedback(node)
+        return ctx.preference_model(node)
+
+
+class FeedbackProviderContract(_ComponentContract):
+    """What every feedback provider promises the stages that call ``judge``.
+
+    ``class TestMyJudge(FeedbackProviderContract): name = "my_judge"`` runs these checks on
+    ``feedback=my_judge`` built as a stage builds it. Turn off what does not apply:
+    ``symmetric = False`` for a judge with position bias (an LLM), ``deterministic = False`` for
+    a sampling judge. Override the ``provider`` fixture to build it yourself.
+    """
+
+    kind = "feedback_provider"
+    group = "feedback"
+    pairs: Sequence[tuple[Any, str, str]] = CONTRACT_PAIRS
+    symmetric: bool = True  # judging (b, a) mirrors judging (a, b)
+    deterministic: bool = True  # the same input gives the same verdict
+    tie_tolerance: float = 0.1  # a "tie" has |probability - 0.5| <= this
+    symmetry_tolerance: float = 1e-6
+
+    @pytest.fixture(scope="class")
+    def provider(self, contract_registry, tmp_path_factory):
+        """The provider under test, built once per class as a stage builds it (override to build it yourself)."""
+        return self._build(contract_registry, tmp_path_factory)
+
+    def _judge(self, provider, pairs):
+        return provider.judge([p for p, _, _ in pairs], [a for _, a, _ in pairs], [b for _, _, b in pairs])
+
+    @pytest.fixture(scope="class")
+    def judgements(self, provider):
+        return self._judge(provider, self.pairs)
+
+    def test_implements_the_protocol(self, provider):
+        from alignkit.core.interfaces import FeedbackProvider
+
+        assert isinstance(provider, FeedbackProvider), "a feedback provider needs judge(prompts, a, b)"
+
+    def test_one_judgement_per_pair(self, judgements):
+        from alignkit.core.types import Judgement
+
+        assert isinstance(judgements, list), f"judge must return a list, not {type(judgements).__name__}"
+        assert len(judgements) == len(self.pairs), f"{len(judgements)} judgements for {len(self.pairs)} pairs"
+        assert all(isinstance(j, Judgement) for j in judgements)
+
+    def test_probabilities_are_in_the_unit_interval(self, judgements):
+        import math
+
+        for i, j in enumerate(judgements):
+            assert isinstance(j.probability, (int, float)) and math.isfinite(j.probability), (i, j)
+            assert 0.0 <= j.probability <= 1.0, f"pair {i}: probability {j.probability} is outside [0, 1]"
+
+    def test_preferred_agrees_with_the_probability(self, judgements):
+        for i, j in enumerate(judgements):
+            assert j.preferred in ("a", "b", "tie", "pending"), f"pair {i}: preferred={j.preferred!r}"
+            if j.preferred == "a":
+                assert j.probability >= 0.5, f"pair {i}: prefers A with P(A better)={j.probability}"
+            elif j.preferred == "b":
+                assert j.probability <= 0.5, f"pair {i}: prefers B with P(A better)={j.probability}"
+            elif j.preferred == "tie":
+                assert abs(j.probability - 0.5) <= self.tie_tolerance, f"pair {i}: a tie at {j.probability}"
+
+    def test_names_itself_as_the_provider(self, judgements):
+        assert {j.provider for j in judgements} == {self.name}
+
+    def test_an_empty_batch_gives_no_judgements(self, provider):
+        assert list(provider.judge([], [], [])) == []
+
+    def test_unequal_lengths_are_an_error(self, provider):
+        prompt, a, b = self.pairs[0]
+        with pytest.raises(ValueError):
+            provider.judge([prompt, prompt], [a], [b])
+
+    def test_keeps_the_order_of_the_pairs(self, provider, judgements):
+        if not self.deterministic:
+            pytest.skip("the provider is not deterministic")
+        reversed_ = self._judge(provider, list(reversed(self.pairs)))
+        assert [(j.preferred, j.probability) for j in reversed(reversed_)] == \
+               [(j.preferred, j.probability) for j in judgements]
+
+    def test_swapping_a_and_b_mirrors_the_verdict(self, provider, judgements):
+        if not self.symmetric:
+            pytest.skip("the provider declares itself position-dependent (symmetric = False)")
+        swapped = self._judge(provider, [(p, b, a) for p, a, b in self.pairs])
+        mirror = {"a": "b", "b": "a", "tie": "tie", "pending": "pending"}
+        for i, (j, s) in enumerate(zip(judgements, swapped)):
+            assert s.preferred == mirror[j.preferred], f"pair {i}: {j.preferred} then {s.preferred} when swapped"
+            if j.preferred != "pending":
+                assert abs(s.probability - (1 - j.probability)) <= self.symmetry_tolerance, (i, j, s)
+
+
+class PreferenceModelContract(_ComponentContract):
+    """What every preference model promises PPO, evaluation and best-of-n.
+
+    ``class TestMyScorer(PreferenceModelContract): name = "my_scorer"``. A score must not depend
+    on what else is in the batch (padding bugs show up here), nor carry gradients.
+    """
+
+    kind = "preference_model"
+    group = "preference_model"
+    pairs: Sequence[tuple[Any, str, str]] = CONTRACT_PAIRS
+    batch_tolerance: float = 1e-3
+
+    @pytest.fixture(scope="class")
+    def preference_model(self, contract_registry, tmp_path_factory):
+        """The model under test, built once per class as a stage builds it (override to build it yourself)."""
+        return self._build(contract_registry, tmp_path_factory)
+
+    def _inputs(self) -> tuple[list[Any], list[str]]:
+        prompts = [p for p, _, _ in self.pairs] * 2
+        responses = [a for _, a, _ in self.pairs] + [b for _, _, b in self.pairs]
+        return prompts, responses
+
+    @pytest.fixture(scope="class")
+    def scores(self, preference_model):
+        return preference_model.score(*self._inputs())
+
+    def test_implements_the_protocol(self, preference_model):
+        from alignkit.core.interfaces import PreferenceModel
+
+        assert isinstance(preference_model, PreferenceModel), "a preference model needs score(prompts, responses)"
+
+    def test_one_finite_score_per_response(self, scores):
+        import torch
+
+        n = len(self._inputs()[1])
+        assert isinstance(scores, torch.Tensor) and tuple(scores.shape) == (n,), getattr(scores, "shape", scores)
+        assert scores.dtype.is_floating_point and bool(torch.isfinite(scores).all()), scores
+
+    def test_scores_carry_no_gradient(self, scores):
+        assert not scores.requires_grad, "detach the scores: callers use them as rewards, not as a loss"
+
+    def test_a_score_does_not_depend_on_the_batch(self, preference_model, scores):
+        import torch
+
+        prompts, responses = self._inputs()
+        alone = torch.stack([preference_model.score([p], [r]).reshape(()) for p, r in zip(prompts, responses)])
+        assert torch.allclose(alone.float().cpu(), scores.float().cpu(), atol=self.batch_tolerance, rtol=1e-3), \
+            "scores differ when responses are scored one at a time (padding or truncation bug?)"
+
+    def test_an_empty_batch_gives_an_empty_tensor(self, preference_model):
+        assert tuple(preference_model.score([], []).shape) == (0,)
+
+    def test_unequal_lengths_are_an_error(self, preference_model):
+        prompts, responses = self._inputs()
+        with pytest.raises(ValueError):
+            preference_model.score(prompts[:2], responses[:1])
+
+
+class OptimizerContract(_ComponentContract):
+    """What every optimizer promises the stage runner, checked by one real pipeline run.
+
+    ``class TestMyOpt(OptimizerContract): name = "my_opt"`` runs ``pipeline=<pipeline>
+    optimizer=my_opt`` on ``tiny-random`` with the FAST settings and a small data set
+    (``CONTRACT_PAIRS`` as preference pairs, their good answers as SFT examples).
+    """
+
+    kind = "optimizer"
+    group = "optimizer"
+    pipeline: str = "dpo"  # a pipeline whose stage uses ${optimizer.name}
+    data: Sequence[str] = ("preferences",)  # the small data written for the run: preferences, sft, prompts
+    produces_model: bool = True  # the stage returns a `model` artifact
+    changes_weights: bool = True  # ... that differs from the policy it started from
+
+    @pytest.fixture(scope="class")
+    def contract_run(self, contract_registry, tmp_path_factory):
+        """(run directory, composed config, registry), run once for the class's checks."""
+        from alignkit.core.pipeline import run_pipeline
+
+        registry = contract_registry
+        folder = tmp_path_factory.mktemp(f"contract-{self.name}")
+        overrides = [*FAST_OVERRIDES, f"pipeline={self.pipeline}", f"optimizer={self.name}",
+                     *write_contract_data(folder / "data", self.data),
+                     *(o.replace("{tmp}", str(folder)) for o in self.overrides)]
+        cfg = compose(overrides, registry)
+        rd = run_pipeline(cfg, folder / "run", registry)
+        return rd, cfg, registry
+
+    def _stage(self, contract_run) -> str:
+        _, cfg, _ = contract_run
+        names = [str(s.name) for s in cfg.pipeline.stages if str(s.optimizer) == self.name]
+        assert names, f"pipeline '{self.pipeline}' has no stage running optimizer '{self.name}'"
+        return names[-1]
+
+    def test_has_a_config_schema_and_a_config_file(self, contract_registry):
+        import dataclasses
+
+        from alignkit.core.pipeline import validate_config
+
+        entry = contract_registry.get("optimizer", self.name)
+        assert entry.config_schema is not None and dataclasses.is_dataclass(entry.config_schema), \
+            "give the optimizer a dataclass config_schema so a misspelled option is an error"
+        cfg = compose([f"optimizer={self.name}"], contract_registry)
+        assert cfg.optimizer.name == self.name, f"optimizer/{self.name}.yaml must say name: {self.name}"
+        node = {k: v for k, v in cfg.optimizer.items() if k != "trainer"}
+        optimizer = entry.factory(validate_config("optimizer", self.name, entry.config_schema, node))
+        from alignkit.core.interfaces import Optimizer
+
+        assert isinstance(optimizer, Optimizer), "the factory must return an object with run(ctx)"
+
+    def test_the_run_completes(self, contract_run):
+        rd, _, _ = contract_run
+        record = rd.summary["stages"][self._stage(contract_run)]
+        assert rd.summary["status"] == "completed" and record["status"] == "completed", rd.summary
+
+    def test_metrics_are_finite_numbers(self, contract_run):
+        import json
+        import math
+
+        rd, _, _ = contract_run
+        stage = self._stage(contract_run)
+        final = rd.summary["stages"][stage]["metrics"]
+        bad = {k: v for k, v in final.items() if not isinstance(v, (int, float)) or not math.isfinite(v)}
+        assert not bad, f"non-finite or non-numeric final metrics: {bad}"
+        steps = [json.loads(line) for line in (rd.path / "metrics.jsonl").read_text().splitlines()]
+        losses = [r["loss"] for r in steps if r.get("stage") == stage and "loss" in r]
+        assert losses and all(math.isfinite(v) for v in losses), "log a finite 'loss' every step (ctx.log / Engine)"
+
+    def test_saves_a_trained_model(self, contract_run):
+        if not self.produces_model:
+            pytest.skip("the optimizer declares it produces no model")
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        rd, cfg, registry = contract_run
+        stage = self._stage(contract_run)
+        artifacts = rd.summary["stages"][stage]["artifacts"]
+        assert "model" in artifacts, f"stage '{stage}' returned no 'model' artifact: {artifacts}"
+        trained = AutoModelForCausalLM.from_pretrained(rd.path / artifacts["model"])
+        if not self.changes_weights:
+            return
+        order = list(rd.summary["stages"])
+        earlier = [rd.summary["stages"][s]["artifacts"].get("model") for s in order[: order.index(stage)]]
+        earlier = [m for m in earlier if m]
+        if earlier:
+            start = AutoModelForCausalLM.from_pretrained(rd.path / earlier[-1])
+        else:
+            from alignkit.core.pipeline import RunContext
+
+            start = registry.load_model(RunContext(cfg, registry, rd).model_spec(), "policy").model
+        before, after = start.state_dict(), trained.state_dict()
+        assert any(not torch.equal(before[k], after[k]) for k in after if k in before), \
+            "the saved model has the starting weights: save the trained model (Engine.train's outcome.model)"
+
+
+def write_contract_data(folder: Path, kinds: Sequence[str]) -> list[str]:
+    """Write ``CONTRACT_PAIRS`` as small JSONL files; returns the ``data=files ...`` overrides."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    good = [(p, a, b) for p, a, b in CONTRACT_PAIRS if a.strip() and b.strip() and a != b]
+    rows = {
+        "preferences": [{"prompt": p, "chosen": a, "rejected": b} for p, a, b in good] * 2,
+        "sft": [{"messages": [*p, {"role": "assistant", "content": a}]} for p, a, _ in good] * 2,
+        "prompts": [{"prompt": p} for p, _, _ in good],
+    }
+    overrides = ["data=files"]
+    for kind in kinds:
+        path = folder / f"{kind}.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[kind]), encoding="utf-8")
+        overrides.append(f"data.{kind}={path}")
+    return overrides

@@ -6,7 +6,7 @@ from pathlib import Path
 from alignkit.core import hookspecs
 
 HOOKS = [name for name, fn in vars(hookspecs).items() if name.startswith("alignkit_") and callable(fn)]
-DOCS = Path(__file__).parents[2] / "docs" / "hooks.md"
+DOCS = Path(__file__).parents[2] / "docs" / "plugins" / "hooks.md"
 
 
 def test_the_contract_has_the_extension_points():
@@ -38,4 +38,5 @@ def test_firstresult_hooks_say_so():
 def test_every_hook_is_in_the_reference_docs():
     text = DOCS.read_text()
     for name in HOOKS:
-        assert f"`{name}" in text, f"docs/hooks.md does not document {name}"
+        params = ", ".join(inspect.signature(getattr(hookspecs, name)).parameters)
+        assert f"`{name}({params})" in text, f"docs/plugins/hooks.md does not document {name}({params})"

@@ -1,0 +1,1 @@
+"""Evaluation and alignment-tax diagnostics: the ``evaluate`` stage, training alarms, reports."""

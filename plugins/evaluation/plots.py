@@ -1,0 +1,167 @@
+"""PNG plots for the run report and the multi-run comparison (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+TRAINING_KEYS = ("loss", "eval/loss", "rewards/margin", "rewards/accuracy", "reward*", "*kl*", "*entropy*",
+                 "*response_length*", "grad_norm")
+"""Which logged series a stage's training-curve panel shows, in order of preference (at most 4)."""
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=80, bbox_inches="tight")
+    tmp.replace(path)
+    _plt().close(fig)
+    return path
+
+
+def _series(records: Sequence[Mapping[str, Any]], stage: str) -> dict[str, list[tuple[int, float]]]:
+    out: dict[str, list[tuple[int, float]]] = {}
+    for r in records:
+        if r.get("stage") != stage:
+            continue
+        for key, value in r.items():
+            if key in ("stage", "step", "time") or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if math.isfinite(value):
+                out.setdefault(key, []).append((int(r.get("step", 0)), float(value)))
+    return out
+
+
+def pick_series(keys: Sequence[str], limit: int = 4) -> list[str]:
+    """The most telling logged series of a stage: loss first, then rewards, KL, entropy, length."""
+    picked: list[str] = []
+    for pattern in TRAINING_KEYS:
+        for key in sorted(keys):
+            if fnmatch.fnmatch(key, pattern) and key not in picked and not key.endswith(("_seconds", "/std", "_coef")):
+                picked.append(key)
+                break
+        if len(picked) >= limit:
+            break
+    return picked
+
+
+def training_curves(records: Sequence[Mapping[str, Any]], stages: Sequence[str], path: Path) -> Path | None:
+    """One row per training stage, one panel per picked series against the step."""
+    rows = []
+    for stage in stages:
+        series = _series(records, stage)
+        keys = [k for k in pick_series(list(series)) if len(series[k]) >= 2]
+        if keys:
+            rows.append((stage, keys, series))
+    if not rows:
+        return None
+    plt = _plt()
+    cols = max(len(keys) for _, keys, _ in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(3.2 * cols, 2.4 * len(rows)), squeeze=False)
+    for r, (stage, keys, series) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            if c >= len(keys):
+                ax.axis("off")
+                continue
+            points = series[keys[c]]
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 30 else None)
+            ax.set_title(f"{stage}: {keys[c]}", fontsize=9)
+            ax.set_xlabel("step", fontsize=8)
+            ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def length_histogram(policy: Sequence[int], reference: Sequence[int], path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3))
+    top = max([*policy, *reference, 1])
+    bins = min(30, max(5, top // 2))
+    ax.hist(reference, bins=bins, range=(0, top), alpha=0.55, label=f"reference (mean {_mean(reference):.1f})")
+    ax.hist(policy, bins=bins, range=(0, top), alpha=0.55, label=f"policy (mean {_mean(policy):.1f})")
+    ax.set_xlabel("response tokens")
+    ax.set_ylabel("responses")
+    ax.set_title("Response length, policy vs reference", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def reward_vs_kl(kl: Sequence[float], rewards: Sequence[float], reference_rewards: Sequence[float], scorer: str,
+                 path: Path, trajectory: Sequence[tuple[float, float]] = (), trajectory_label: str = "") -> Path:
+    """Per-response reward against log pi/ref of the policy's samples; the means as big markers;
+    the training trajectory (mean KL, mean reward per logged step) where the stage logged both."""
+    plt = _plt()
+    panels = 2 if trajectory else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.4), squeeze=False)
+    ax = axes[0][0]
+    ax.scatter(kl, rewards, s=14, alpha=0.6, label="policy responses")
+    ax.scatter([0.0], [_mean(reference_rewards)], marker="s", s=60, color="black", label="reference mean")
+    ax.scatter([_mean(kl)], [_mean(rewards)], marker="*", s=140, color="red", label="policy mean")
+    ax.axvline(0.0, color="grey", lw=0.6)
+    ax.set_xlabel("log pi(y) - log ref(y)  (nats per response)")
+    ax.set_ylabel(f"reward: {scorer}")
+    ax.set_title("Reward vs KL on held-out prompts", fontsize=10)
+    ax.legend(fontsize=7)
+    if trajectory:
+        ax2 = axes[0][1]
+        ax2.plot([t[0] for t in trajectory], [t[1] for t in trajectory], marker=".")
+        ax2.set_xlabel("KL (logged)")
+        ax2.set_ylabel("reward (logged)")
+        ax2.set_title(f"Along training: {trajectory_label}", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def frontier(points: Sequence[Mapping[str, Any]], metric: str, path: Path, budget: float | None = None,
+             best: str | None = None) -> Path:
+    """Reward against KL, one point per run, labelled; the Pareto front joined; the budget dashed."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [p["kl"] for p in points]
+    ys = [p["reward"] for p in points]
+    ax.scatter(xs, ys, s=36, zorder=3)
+    for p in points:
+        ax.annotate(p["label"], (p["kl"], p["reward"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        if best is not None and p["run"] == best:
+            ax.scatter([p["kl"]], [p["reward"]], s=160, facecolors="none", edgecolors="red", zorder=4,
+                       label="best under budget" if budget is not None else "best")
+    front = pareto_front(points)
+    if len(front) > 1:
+        ax.plot([p["kl"] for p in front], [p["reward"] for p in front], color="grey", lw=0.8, zorder=2)
+    if budget is not None and budget <= 2 * max(xs) + 1e-9:  # a far-away budget would squash the points
+        ax.axvline(budget, color="red", ls="--", lw=0.8, label=f"KL budget {budget:g}")
+    ax.set_xlabel("KL(policy || reference), nats per response")
+    ax.set_ylabel(metric)
+    ax.set_title("Reward vs KL frontier, one point per run", fontsize=10)
+    if budget is not None or best is not None:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def pareto_front(points: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Runs no other run beats on both lower KL and higher reward, by increasing KL."""
+    front = []
+    best = -math.inf
+    for p in sorted(points, key=lambda p: (p["kl"], -p["reward"])):
+        if p["reward"] > best:
+            front.append(p)
+            best = p["reward"]
+    return front
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0

@@ -1,0 +1,231 @@
+"""PPO's math as pure functions on [batch, time] tensors (mask = 1 on response tokens).
+
+Nothing here knows about models or tokenizers, so every formula is tested on hand-computed
+values and against a plain-loop reference (tests/plugins/ppo/test_losses.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum()
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the positions where ``mask`` is 1 (0 when there are none)."""
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
+    """Variance over masked positions; Bessel-corrected unless there is only one."""
+    n = mask.sum()
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    if unbiased and n > 1:
+        var = var * n / (n - 1)
+    return var
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / std over masked positions; masked-out positions come back as 0.
+
+    With ``shift_mean=False`` it only divides by the std (the sign of each value is kept).
+    """
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    out = (x - mean if shift_mean else x) * torch.rsqrt(var + eps)
+    return out * mask
+
+
+def compute_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
+                lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation (Schulman et al. 2016) over response tokens.
+
+    ``delta_t = r_t + gamma * V_{t+1} - V_t`` and ``A_t = delta_t + gamma * lam * A_{t+1}``,
+    where t+1 is the next *masked-in* position (so gaps and right padding are skipped) and the
+    value after the last response token is 0 (the episode ends there).
+
+    Args:
+        rewards, values, mask: [batch, time]; mask is 1 on response tokens.
+    Returns:
+        (advantages, returns), both [batch, time], 0 where the mask is 0;
+        returns = advantages + values (the critic's regression target).
+    """
+    if rewards.shape != values.shape or rewards.shape != mask.shape:
+        raise ValueError(f"compute_gae: shapes differ: rewards {tuple(rewards.shape)}, "
+                         f"values {tuple(values.shape)}, mask {tuple(mask.shape)}")
+    rewards, values = rewards.detach(), values.detach()
+    valid = mask.bool()
+    mask = mask.to(values.dtype)
+    advantages = torch.zeros_like(values)
+    next_value = torch.zeros_like(values[:, 0])
+    next_advantage = torch.zeros_like(values[:, 0])
+    for t in reversed(range(values.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        advantage = delta + gamma * lam * next_advantage
+        here = valid[:, t]
+        advantages[:, t] = torch.where(here, advantage, torch.zeros_like(advantage))
+        next_advantage = torch.where(here, advantage, next_advantage)
+        next_value = torch.where(here, values[:, t], next_value)
+    returns = (advantages + values) * mask
+    return advantages, returns
+
+
+@dataclass
+class LossStats:
+    """Diagnostics of one loss evaluation (plain floats, ready to log)."""
+
+    clip_fraction: float
+    approx_kl: float
+    ratio_mean: float
+
+
+def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                mask: torch.Tensor, cliprange: float = 0.2) -> tuple[torch.Tensor, LossStats]:
+    """PPO's clipped surrogate (Schulman et al. 2017), averaged over response tokens.
+
+    ``loss = mean(max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)))`` with
+    ``ratio = exp(logprobs - old_logprobs)``. ``approx_kl`` is the k3 estimator
+    ``mean((ratio - 1) - log ratio)`` of KL(old || new), always >= 0.
+    """
+    mask = mask.to(logprobs.dtype)
+    log_ratio = (logprobs - old_logprobs.detach()) * mask
+    ratio = torch.exp(log_ratio)
+    advantages = advantages.detach()
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        stats = LossStats(
+            clip_fraction=float(masked_mean((clipped > unclipped).to(mask.dtype), mask)),
+            approx_kl=float(masked_mean((ratio - 1.0) - log_ratio, mask)),
+            ratio_mean=float(masked_mean(ratio, mask)),
+        )
+    return loss, stats
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+               cliprange_value: float = 0.2) -> tuple[torch.Tensor, float]:
+    """Clipped value loss: ``0.5 * mean(max((V - R)^2, (V_clip - R)^2))`` over response tokens,
+    where ``V_clip = V_old + clip(V - V_old, -eps, eps)``. Returns (loss, clip fraction).
+
+    ``cliprange_value <= 0`` turns clipping off (plain squared error).
+    """
+    mask = mask.to(values.dtype)
+    returns, old_values = returns.detach(), old_values.detach()
+    unclipped = (values - returns) ** 2
+    if cliprange_value <= 0:
+        return 0.5 * masked_mean(unclipped, mask), 0.0
+    clipped_values = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
+    clipped = (clipped_values - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        fraction = float(masked_mean((clipped > unclipped).to(mask.dtype), mask))
+    return loss, fraction
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var(returns - values) / Var(returns) over response tokens: 1 is a perfect critic,
+    0 no better than a constant, negative worse. NaN when the returns do not vary."""
+    var_returns = masked_var(returns, mask)
+    if float(var_returns) == 0.0:
+        return math.nan
+    return float(1.0 - masked_var(returns - values, mask) / var_returns)
+
+
+def per_token_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The sampled estimate log pi(y_t) - log pi_ref(y_t) of KL(policy || reference), per token.
+
+    Its sum over a response is an unbiased estimate of the sequence KL under the policy's
+    samples, which is what the penalty in the reward needs (Ziegler et al. 2019).
+    """
+    return (logprobs - ref_logprobs) * mask.to(logprobs.dtype)
+
+
+def penalised_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_coef: float) -> torch.Tensor:
+    """Per-token rewards: ``-kl_coef * kl_t`` on every response token, plus the sequence score
+    at its last response token (the reward model judges the whole response)."""
+    mask = mask.to(kl.dtype)
+    rewards = -kl_coef * kl * mask
+    lengths = mask.sum(dim=1).long()
+    if bool((lengths == 0).any()):
+        raise ValueError("penalised_rewards: a response has no tokens")
+    last = _last_index(mask)
+    rewards[torch.arange(rewards.shape[0], device=rewards.device), last] += scores.to(rewards.dtype)
+    return rewards
+
+
+def _last_index(mask: torch.Tensor) -> torch.Tensor:
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    return torch.where(mask.bool(), positions, torch.full_like(positions, -1)).max(dim=1).values
+
+
+class FixedKLController:
+    """A constant KL coefficient (beta)."""
+
+    def __init__(self, kl_coef: float) -> None:
+        self.value = float(kl_coef)
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.value = float(state["value"])
+
+
+class AdaptiveKLController(FixedKLController):
+    """Ziegler et al. 2019: steer the observed KL towards ``target``.
+
+    ``e = clip(KL / target - 1, -0.2, 0.2)`` and ``beta <- beta * (1 + e * n_steps / horizon)``,
+    where ``n_steps`` is how many samples the KL was measured on: a KL above target raises
+    beta, below lowers it, by at most 20% of ``n_steps / horizon`` per update.
+    """
+
+    def __init__(self, kl_coef: float, target: float, horizon: int) -> None:
+        super().__init__(kl_coef)
+        if target <= 0 or horizon <= 0:
+            raise ValueError("AdaptiveKLController: target and horizon must be positive")
+        self.target, self.horizon = float(target), int(horizon)
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
+        self.value *= 1.0 + error * n_steps / self.horizon
+
+
+class RunningMoments:
+    """Running mean and standard deviation of rewards (Chan et al.'s parallel update), for
+    ``reward_normalize``; part of the checkpoint so a resumed run scales rewards the same."""
+
+    def __init__(self) -> None:
+        self.mean, self.var, self.count = 0.0, 1.0, 0.0
+
+    def update(self, x: torch.Tensor) -> None:
+        x = x.detach().double().flatten()
+        n = x.numel()
+        if n == 0:
+            return
+        batch_mean, batch_var = float(x.mean()), float(x.var(unbiased=False))
+        total = self.count + n
+        delta = batch_mean - self.mean
+        m2 = self.var * self.count + batch_var * n + delta ** 2 * self.count * n / total
+        self.mean += delta * n / total
+        self.var = m2 / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(max(self.var, 0.0))
+
+    def state_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.mean, self.var, self.count = float(state["mean"]), float(state["var"]), float(state["count"])

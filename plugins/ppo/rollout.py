@@ -1,0 +1,141 @@
+"""Rollouts: sample responses from the policy (batched, KV-cached ``model.generate``).
+
+A rollout keeps the exact token ids the policy sampled (the response is never re-tokenised
+from its text), so the log-probs PPO trains on are those of the sampled tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from alignkit.core.lm import Encoded, render
+
+log = logging.getLogger("alignkit")
+
+
+@dataclass
+class PromptPool:
+    """Chat prompts with their token ids (rendered once, with the generation prompt)."""
+
+    messages: list[Any]
+    token_ids: list[list[int]]
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+
+def encode_prompts(tokenizer: Any, prompts: Sequence[Any], max_prompt_tokens: int) -> tuple[PromptPool, int]:
+    """Render and tokenise chat prompts; those longer than ``max_prompt_tokens`` are dropped
+    (returned count) rather than cut, since a cut prompt asks a different question."""
+    messages, ids, dropped = [], [], 0
+    for prompt in prompts:
+        if isinstance(prompt, str):
+            prompt = [{"role": "user", "content": prompt}]
+        tokens = tokenizer(render(tokenizer, prompt, generation_prompt=True), add_special_tokens=False)["input_ids"]
+        if len(tokens) > max_prompt_tokens:
+            dropped += 1
+            continue
+        messages.append(list(prompt))
+        ids.append(list(tokens))
+    return PromptPool(messages, ids), dropped
+
+
+@dataclass
+class Rollout:
+    """One batch of sampled responses."""
+
+    prompts: list[Any]  # chat messages, one per sample
+    sequences: list[Encoded]  # prompt + response ids; the response tokens are scored
+    responses: list[str]  # decoded response text (special tokens removed)
+    response_lengths: torch.Tensor  # [B] long
+    truncated: torch.Tensor  # [B] bool: stopped by max_new_tokens, no end-of-sequence token
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """End-of-sequence ids: the tokenizer's and the generation config's (chat models often
+    end a turn with a token of their own, e.g. ``<|im_end|>``)."""
+    ids = {tokenizer.eos_token_id}
+    gen = getattr(model, "generation_config", None)
+    configured = getattr(gen, "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(configured)
+    return {i for i in ids if i is not None}
+
+
+@torch.no_grad()
+def generate(model: Any, tokenizer: Any, pool: PromptPool, indices: Sequence[int], *, max_new_tokens: int,
+             temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 0,
+             min_new_tokens: int = 0) -> Rollout:
+    """Sample one response per prompt index, left-padded batches of ``batch_size`` (0: all).
+
+    Seeded with ``seed`` and restoring the global RNG afterwards, so a resumed run samples
+    the same responses at the same step. A response keeps its end-of-sequence token (the
+    policy chose to stop, and that choice is trained too); tokens after it are dropped.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stops = stop_token_ids(model, tokenizer)
+    chunk = batch_size if batch_size > 0 else len(indices)
+    sequences: list[Encoded] = []
+    responses: list[str] = []
+    lengths: list[int] = []
+    truncated: list[bool] = []
+    rng_state = torch.random.get_rng_state()
+    cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    torch.manual_seed(seed)
+    try:
+        for start in range(0, len(indices), chunk):
+            batch = [pool.token_ids[i] for i in indices[start:start + chunk]]
+            width = max(len(ids) for ids in batch)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, ids in enumerate(batch):
+                input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+                attention[row, width - len(ids):] = 1
+            sampling = temperature > 0
+            options: dict[str, Any] = {"do_sample": sampling, "max_new_tokens": max_new_tokens,
+                                       "pad_token_id": pad_id, "eos_token_id": sorted(stops), "use_cache": True}
+            if min_new_tokens > 0:
+                options["min_new_tokens"] = min(min_new_tokens, max_new_tokens)
+            if sampling:
+                # top_k=0: without it transformers samples from the 50 likeliest tokens only, and the
+                # log-probs PPO trains on would not be those of the distribution that sampled
+                options.update(temperature=temperature, top_p=top_p, top_k=0)
+            out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **options)
+            generated = out[:, width:].tolist()
+            for ids, response in zip(batch, generated):
+                cut, stopped = len(response), False
+                for position, token in enumerate(response):
+                    if token in stops:
+                        cut, stopped = position + 1, True
+                        break
+                response = response[:cut] or response[:1]
+                sequences.append(Encoded(ids + response, [False] * len(ids) + [True] * len(response)))
+                responses.append(tokenizer.decode(response, skip_special_tokens=True))
+                lengths.append(len(response))
+                truncated.append(not stopped)
+    finally:
+        torch.random.set_rng_state(rng_state)
+        if cuda_state is not None:
+            torch.cuda.set_rng_state_all(cuda_state)
+        model.train(was_training)
+    return Rollout(prompts=[pool.messages[i] for i in indices], sequences=sequences, responses=responses,
+                   response_lengths=torch.tensor(lengths, dtype=torch.long),
+                   truncated=torch.tensor(truncated, dtype=torch.bool))
+
+
+def response_mask(lengths: torch.Tensor) -> torch.Tensor:
+    """[B, T] float mask with 1 on the first ``lengths[b]`` positions of row b."""
+    width = int(lengths.max()) if lengths.numel() else 0
+    return (torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)).float()

@@ -1,0 +1,1 @@
+"""Rules: plain Python functions ``fn(prompt, response) -> float`` used as rewards."""

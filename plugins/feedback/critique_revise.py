@@ -1,0 +1,130 @@
+"""The ``critique_revise`` stage: Constitutional AI's supervised phase.
+
+For each prompt (red-team prompts in the CAI paper) the current policy answers; the
+feedback provider (``feedback=constitution``) critiques the answer against a sampled
+principle and rewrites it, ``rounds`` times. Everything is kept in ``critiques.jsonl``;
+the final revisions become an ``sft`` artifact, so a following ``sft`` stage trains on them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+
+from alignkit.core import ConfigError, StageResult
+from alignkit.core.lm import sample_responses
+from alignkit.core.records_io import write_jsonl
+
+log = logging.getLogger("alignkit")
+
+
+@dataclass
+class CritiqueReviseConfig:
+    """Options of ``optimizer=critique_revise`` (in pipelines: ``critique_revise.*``)."""
+
+    prompts: int = 32  # train prompts; -1: all
+    eval_prompts: int = 4  # held-out prompts revised into the artifact's eval.jsonl
+    prompts_path: Optional[str] = None  # prompts file (any format data=files reads); default: the data's prompts
+    rounds: int = 1  # critique-then-revise rounds per prompt
+    max_new_tokens: int = 96  # the policy's first answer
+    temperature: float = 0.7
+    batch_size: int = 8
+    seed: int = 0
+
+
+class CritiqueReviseOptimizer:
+    data_parallel = False  # under `accelerate launch` the main process samples and judges, the others wait
+
+    def __init__(self, config: Any) -> None:
+        data = OmegaConf.to_container(config, resolve=True)
+        data.pop("name", None)
+        self.options = CritiqueReviseConfig(**data)
+        if self.options.rounds < 1:
+            raise ConfigError("critique_revise.rounds must be at least 1")
+
+    def _prompts(self, ctx: Any, split: str) -> list[Any]:
+        o = self.options
+        limit = o.prompts if split == "train" else o.eval_prompts
+        if limit == 0:
+            return []
+        if o.prompts_path:
+            from alignkit.core.pipeline import validate_config
+
+            entry = ctx.run.registry.get("data_source", "files")
+            source = entry.factory(validate_config("data source", "files", entry.config_schema,
+                                                   {"prompts": o.prompts_path, "seed": o.seed,
+                                                    "on_bad_record": "skip"}))
+            rows = source.prompts(split)
+        else:
+            rows = ctx.dataset("prompts", split)
+        prompts = [row["prompt"] for row in rows] if rows is not None else []
+        random.Random(o.seed).shuffle(prompts)
+        return prompts if limit < 0 else prompts[:limit]
+
+    def run(self, ctx: Any) -> StageResult:
+        o = self.options
+        provider = ctx.feedback()
+        constitution = getattr(provider, "constitution", None)
+        if constitution is None or not hasattr(provider, "critique") or not hasattr(provider, "revise"):
+            raise ConfigError(f"stage '{ctx.name}' critiques and revises with the feedback provider, and "
+                              f"feedback '{ctx.run.cfg.feedback.name}' cannot; use feedback=constitution")
+        settings = ctx.trainer_settings()
+        policy = ctx.load_model("policy")
+        from tqdm.auto import tqdm
+
+        splits = {split: self._prompts(ctx, split) for split in ("train", "eval")}
+        kept: list[dict] = []
+        sft: dict[str, list[dict]] = {"train": [], "eval": []}
+        empty = 0
+        total = sum(len(p) for p in splits.values()) * (1 + 2 * o.rounds)
+        with tqdm(total=total, desc="critique_revise", unit="gen", disable=not settings.progress) as bar:
+            for split, prompts in splits.items():
+                if not prompts:
+                    continue
+                offset = 0 if split == "train" else 1000
+                samples = sample_responses(policy.model, policy.tokenizer, prompts, max_new_tokens=o.max_new_tokens,
+                                           temperature=o.temperature, batch_size=o.batch_size,
+                                           seed=o.seed + offset, max_prompt_tokens=settings.max_length)
+                current = [text.strip() for _, text in samples]
+                bar.update(len(prompts))
+                history: list[list[dict]] = [[] for _ in prompts]
+                initial = list(current)
+                for r in range(o.rounds):
+                    principles = [constitution.sample(o.seed, p, r) for p in prompts]
+                    critiques = provider.critique(prompts, current, principles, seed=o.seed + offset + 2 * r)
+                    bar.update(len(prompts))
+                    revisions = provider.revise(prompts, current, critiques, principles,
+                                                seed=o.seed + offset + 2 * r + 1)
+                    bar.update(len(prompts))
+                    for i, (pr, c, rev) in enumerate(zip(principles, critiques, revisions)):
+                        history[i].append({"principle": pr.id, "critique_request": pr.critique, "critique": c,
+                                           "revision_request": pr.revision, "revision": rev})
+                        if rev.strip():
+                            current[i] = rev.strip()
+                        else:
+                            empty += 1  # an empty revision keeps the answer it revised
+                for p, first, rounds, final in zip(prompts, initial, history, current):
+                    kept.append({"split": split, "prompt": p, "initial": first, "rounds": rounds, "final": final})
+                    if final:
+                        sft[split].append({"messages": [*[dict(m) for m in p],
+                                                        {"role": "assistant", "content": final}]})
+        if not sft["train"]:
+            raise ConfigError(f"stage '{ctx.name}' had no prompts to revise (critique_revise.prompts, "
+                              "critique_revise.prompts_path or the data's prompts)")
+        write_jsonl(ctx.dir / "critiques.jsonl", kept)
+        out = ctx.dir / "sft"
+        for split, rows in sft.items():
+            if rows:
+                write_jsonl(out / f"{split}.jsonl", rows)
+        changed = sum(1 for k in kept if k["final"] != k["initial"])
+        metrics = {"critique_revise/prompts": len(kept), "critique_revise/revised": changed,
+                   "critique_revise/empty_revisions": empty, "critique_revise/rounds": o.rounds,
+                   "critique_revise/mean_initial_chars": sum(len(k["initial"]) for k in kept) / len(kept),
+                   "critique_revise/mean_final_chars": sum(len(k["final"]) for k in kept) / len(kept)}
+        log.info("critique_revise: %d prompts, %d answers changed by revision; kept in %s", len(kept), changed,
+                 ctx.dir / "critiques.jsonl")
+        return StageResult(metrics=metrics, artifacts={"sft": ctx.artifact(out)})

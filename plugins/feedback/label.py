@@ -1,0 +1,180 @@
+"""The ``label`` stage: sample two responses per prompt from the current policy, have the
+configured feedback provider judge them, and hand the pairs on as a ``preferences`` artifact.
+
+This is the only place RLHF and RLAIF differ, and it does not know which it runs:
+``feedback=rule|reward_model|constitution|human|dataset`` changes where the verdicts come
+from. The sampled pairs are written before judging, so a rerun of a stopped stage judges
+the same pairs (and the judgement cache answers those already judged).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+
+from alignkit.core import StageResult
+from alignkit.core.errors import WaitingForFeedback
+from alignkit.core.lm import sample_responses
+from alignkit.core.records_io import read_jsonl, write_jsonl
+from alignkit.plugins.feedback.calibration import CalibrationConfig, check
+from alignkit.plugins.feedback.judgement import FeedbackError, to_dict
+
+log = logging.getLogger("alignkit")
+SPLITS = ("train", "eval")
+
+
+@dataclass
+class LabelConfig:
+    """Options of ``optimizer=label`` (in pipelines: ``label.*``)."""
+
+    prompts: int = 64  # train prompts to label; -1: all; 0: calibrate only, no artifact
+    eval_prompts: int = 16  # held-out prompts labelled into eval.jsonl
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_p: float = 1.0
+    batch_size: int = 16  # sampling batch
+    judge_batch_size: int = 16  # pairs per provider call (and per progress update)
+    seed: int = 0
+    keep_ties: bool = False  # keep ties as strength-0.5 pairs (DPO learns nothing from them)
+    source: Optional[str] = None  # the records' 'source'; default alignkit-label/<provider>
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+
+
+class LabelOptimizer:
+    """``optimizer=label``: AI / rule / human labels on the policy's own samples."""
+
+    data_parallel = False  # under `accelerate launch` the main process samples and judges, the others wait
+
+    def __init__(self, config: Any) -> None:
+        data = OmegaConf.to_container(config, resolve=True)
+        data.pop("name", None)
+        data["calibration"] = CalibrationConfig(**(data.get("calibration") or {}))
+        self.options = LabelConfig(**data)
+
+    def run(self, ctx: Any) -> StageResult:
+        o = self.options
+        settings = ctx.trainer_settings()
+        provider = ctx.feedback()
+        provider_name = str(ctx.run.cfg.feedback.name)
+        if provider_name == "human":  # people are the reference labels; their agreement is measured by overlap
+            metrics: dict[str, float] = {}
+        else:
+            metrics = dict(check(ctx, provider, o.calibration, ctx.dir, progress=settings.progress))
+        if o.prompts == 0:
+            return StageResult(metrics=metrics)
+        out = ctx.dir / "preferences"
+        if hasattr(provider, "existing_preferences"):  # feedback=dataset: the labels are given
+            for split in SPLITS:
+                rows = provider.existing_preferences(split)
+                limit = o.prompts if split == "train" else o.eval_prompts
+                rows = rows if limit < 0 else rows[:limit]
+                if rows:
+                    write_jsonl(out / f"{split}.jsonl", rows)
+                metrics[f"label/{split}_pairs"] = len(rows)
+            return StageResult(metrics=metrics, artifacts={"preferences": ctx.artifact(out)})
+
+        pairs = {split: self._pairs(ctx, split) for split in SPLITS}
+        judged: list[dict] = []
+        records: dict[str, list[dict]] = {split: [] for split in SPLITS}
+        counts = {"identical": 0, "ties": 0, "pending": 0}
+        from tqdm.auto import tqdm
+
+        total = sum(1 for split in SPLITS for p in pairs[split] if p["response_a"] != p["response_b"])
+        with tqdm(total=total, desc=f"label ({provider_name})", unit="pair", disable=not settings.progress) as bar:
+            for split in SPLITS:
+                todo = [p for p in pairs[split] if p["response_a"] != p["response_b"]]
+                counts["identical"] += len(pairs[split]) - len(todo)
+                for start in range(0, len(todo), max(1, o.judge_batch_size)):
+                    chunk = todo[start:start + o.judge_batch_size]
+                    answers = provider.judge([p["prompt"] for p in chunk], [p["response_a"] for p in chunk],
+                                             [p["response_b"] for p in chunk])
+                    for pair, judgement in zip(chunk, answers):
+                        judged.append({"split": split, **pair, **to_dict(judgement)})
+                        record = self._record(pair, judgement, o.source or f"alignkit-label/{provider_name}")
+                        if judgement.preferred == "pending":
+                            counts["pending"] += 1
+                        elif judgement.preferred == "tie":
+                            counts["ties"] += 1
+                        if record is not None:
+                            records[split].append(record)
+                    bar.update(len(chunk))
+        write_jsonl(ctx.dir / "judgements.jsonl", judged)
+        if counts["pending"]:
+            write_jsonl(ctx.dir / "pending.jsonl", [j for j in judged if j["preferred"] == "pending"])
+            answered = len(judged) - counts["pending"]
+            describe = getattr(provider, "waiting_message", None)
+            message = describe(answered, len(judged)) if describe is not None else (
+                f"{answered} of {len(judged)} pairs are labelled by feedback '{provider_name}'; "
+                "rerun the same command to continue")
+            raise WaitingForFeedback(message, labelled=answered, total=len(judged),
+                                     url=getattr(getattr(provider, "options", None), "url", None))
+        if not records["train"]:
+            raise FeedbackError(f"label: feedback '{provider_name}' preferred neither response in any of the "
+                                f"{len(judged)} train pairs ({counts['ties']} ties, {counts['identical']} identical "
+                                f"samples); nothing to learn from. See {ctx.dir / 'judgements.jsonl'}")
+        for split in SPLITS:
+            if records[split]:
+                write_jsonl(out / f"{split}.jsonl", records[split])
+        consistent = [j.get("orders") for j in judged if j.get("orders")]
+        metrics.update({
+            "label/train_pairs": len(records["train"]),
+            "label/eval_pairs": len(records["eval"]),
+            "label/judged": len(judged),
+            "label/ties": counts["ties"],
+            "label/identical": counts["identical"],
+            "label/mean_strength": sum(r["strength"] for s in SPLITS for r in records[s])
+            / max(1, sum(len(records[s]) for s in SPLITS)),
+        })
+        if consistent:
+            metrics["label/position_consistency"] = sum(
+                (a > 0.5) == (b > 0.5) and a != 0.5 and b != 0.5 for a, b in consistent) / len(consistent)
+        hits = getattr(provider, "hits", None)
+        if hits is not None:
+            metrics["label/cache_hits"] = hits
+            metrics["label/cache_misses"] = provider.misses
+        log.info("label: %d train and %d eval pairs labelled by '%s' (%d ties dropped, %d identical samples)",
+                 len(records["train"]), len(records["eval"]), provider_name, counts["ties"], counts["identical"])
+        return StageResult(metrics=metrics, artifacts={"preferences": ctx.artifact(out)})
+
+    def _record(self, pair: dict, judgement: Any, source: str) -> dict | None:
+        a, b, p = pair["response_a"], pair["response_b"], float(judgement.probability)
+        if judgement.preferred == "a":
+            return {"prompt": pair["prompt"], "chosen": a, "rejected": b, "strength": p, "source": source}
+        if judgement.preferred == "b":
+            return {"prompt": pair["prompt"], "chosen": b, "rejected": a, "strength": 1.0 - p, "source": source}
+        if judgement.preferred == "tie" and self.options.keep_ties:
+            return {"prompt": pair["prompt"], "chosen": a, "rejected": b, "strength": 0.5, "source": source}
+        return None
+
+    def _pairs(self, ctx: Any, split: str) -> list[dict]:
+        """Two sampled responses per prompt, written to ``pairs-<split>.jsonl`` once and reused."""
+        o = self.options
+        file = ctx.dir / f"pairs-{split}.jsonl"
+        if file.exists():
+            return read_jsonl(file)
+        limit = o.prompts if split == "train" else o.eval_prompts
+        rows = ctx.dataset("prompts", split)
+        if rows is None or limit == 0:
+            return []
+        prompts = [row["prompt"] for row in rows]
+        random.Random(o.seed).shuffle(prompts)
+        prompts = prompts if limit < 0 else prompts[:limit]
+        if not prompts:
+            return []
+        if not hasattr(self, "_policy"):
+            self._policy = ctx.load_model("policy")
+        model, tokenizer = self._policy.model, self._policy.tokenizer
+        settings = ctx.trainer_settings()
+        offset = 0 if split == "train" else 1000
+        samples = [sample_responses(model, tokenizer, prompts, max_new_tokens=o.max_new_tokens,
+                                    temperature=o.temperature, top_p=o.top_p, batch_size=o.batch_size,
+                                    seed=o.seed + offset + k, max_prompt_tokens=settings.max_length)
+                   for k in (0, 1)]
+        pairs = [{"prompt": p, "response_a": a[1].strip(), "response_b": b[1].strip()}
+                 for p, a, b in zip(prompts, samples[0], samples[1]) if a[1].strip() and b[1].strip()]
+        write_jsonl(file, pairs)
+        return pairs

@@ -1,0 +1,89 @@
+"""The label and critique_revise stages inside whole pipelines on the tiny model."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+DPO_FAST = ("optimizer.max_eval_pairs=4", "optimizer.kl_prompts=0")
+DEMO = Path(__file__).parents[3] / "plugins" / "data" / "demo"
+NO_SFT_DATA = ("data=files", f"data.prompts={DEMO / 'prompts.jsonl'}", f"data.preferences={DEMO / 'preferences.jsonl'}")
+LABEL_FAST = ("label.prompts=6", "label.eval_prompts=2", "label.max_new_tokens=8", "label.calibration.pairs=6")
+
+
+def summary(rd):
+    return json.loads((Path(rd.path) / "summary.json").read_text())["stages"]
+
+
+def jsonl(path):
+    return [json.loads(x) for x in Path(path).read_text().splitlines()]
+
+
+def test_label_stage_writes_preferences_that_dpo_trains_on(run_alignkit, rules_module, tmp_path):
+    rd = run_alignkit("pipeline=preference", *NO_SFT_DATA, "feedback.fn=fbtest_rules:longer", *LABEL_FAST, *DPO_FAST,
+                      f"optimizer.cache_dir={tmp_path / 'ref'}")
+    stages = summary(rd)
+    label, dpo = stages["label"], stages["dpo"]
+    assert stages["sft"]["status"] == "skipped"
+    assert label["artifacts"] == {"preferences": "02-label/preferences"}
+    train = jsonl(rd.path / "02-label/preferences/train.jsonl")
+    assert len(train) == label["metrics"]["label/train_pairs"] > 0
+    for row in train:
+        assert set(row) == {"prompt", "chosen", "rejected", "strength", "source"}
+        assert len(row["chosen"]) > len(row["rejected"]) and row["strength"] == 1.0
+        assert row["source"] == "alignkit-label/rule"
+    judged = jsonl(rd.path / "02-label/judgements.jsonl")
+    assert {"prompt", "response_a", "response_b", "preferred", "probability", "provider", "principle",
+            "rationale", "split"} <= set(judged[0])
+    assert (rd.path / "02-label/calibration.json").exists() and "calibration/accuracy" in label["metrics"]
+    assert dpo["status"] == "completed"
+    assert dpo["metrics"]["data/train_pairs"] == len(train), "DPO trained on the labelled pairs, not the demo's"
+
+
+def test_label_stage_rerun_reuses_sampled_pairs_and_cached_judgements(run_alignkit, rules_module, tmp_path):
+    args = ("pipeline=preference", "pipeline.stages=[{name: label, optimizer: label, config: ${label}}]",
+            "feedback.fn=fbtest_rules:longer", "feedback.cache=true", f"feedback.cache_dir={tmp_path / 'c'}",
+            *LABEL_FAST, "label.calibration.enabled=false")
+    first = run_alignkit(*args, run_dir=tmp_path / "one")
+    before = rules_module.CALLS["n"]
+    (first.path / "01-label/DONE").unlink()  # as if the stage had been stopped before it finished
+    second = run_alignkit(*args, run_dir=tmp_path / "one")
+    assert rules_module.CALLS["n"] == before, "the rerun asked the rule nothing"
+    assert summary(second)["label"]["metrics"]["label/cache_misses"] == 0
+    assert (first.path / "01-label/pairs-train.jsonl").exists()
+
+
+def test_dataset_feedback_passes_the_data_pairs_through(run_alignkit):
+    rd = run_alignkit("pipeline=preference", "pipeline.stages=[{name: label, optimizer: label, config: ${label}}]",
+                      "feedback=dataset", "label.prompts=10", "label.eval_prompts=3")
+    label = summary(rd)["label"]
+    assert label["metrics"]["label/train_pairs"] == 10 and label["metrics"]["calibration/accuracy"] == 1.0
+    rows = jsonl(rd.path / "01-label/preferences/train.jsonl")
+    assert rows[0]["source"].startswith("alignkit-demo/")
+
+
+def test_rlaif_dpo_pipeline_critiques_revises_and_trains(run_alignkit, tmp_path):
+    rd = run_alignkit("pipeline=rlaif_dpo", *NO_SFT_DATA, f"feedback.cache_dir={tmp_path / 'c'}", "feedback.max_length=384",
+                      "feedback.critique_max_new_tokens=6", "feedback.revision_max_new_tokens=6",
+                      "critique_revise.prompts=3", "critique_revise.eval_prompts=1", "critique_revise.max_new_tokens=6",
+                      "critique_revise.rounds=2", *LABEL_FAST, *DPO_FAST, f"optimizer.cache_dir={tmp_path / 'ref'}")
+    stages = summary(rd)
+    assert [s["status"] for s in stages.values()] == ["skipped"] + ["completed"] * 4
+    kept = jsonl(rd.path / "02-critique_revise/critiques.jsonl")
+    assert len(kept) == 4 and all(len(k["rounds"]) == 2 for k in kept)
+    ids = {"helpful", "harmless", "honest", "not_sycophantic", "concise"}
+    assert all(r["principle"] in ids and "critique" in r and "revision" in r for k in kept for r in k["rounds"])
+    sft_rows = jsonl(rd.path / "02-critique_revise/sft/train.jsonl")
+    assert [r["messages"][-1]["content"] for r in sft_rows] == [k["final"] for k in kept if k["split"] == "train"]
+    assert stages["sft_revisions"]["metrics"]["data/train_examples"] == 3, "SFT trained on the revisions"
+    judged = jsonl(rd.path / "04-label/judgements.jsonl")
+    assert all(j["principle"] in ids and j["provider"] == "constitution" and j["orders"] for j in judged)
+    assert "label/position_consistency" in stages["label"]["metrics"]
+    assert stages["dpo"]["metrics"]["data/train_pairs"] == stages["label"]["metrics"]["label/train_pairs"]
+
+
+def test_critique_revise_needs_a_provider_that_can_revise(run_alignkit):
+    from alignkit.core import ConfigError
+
+    with pytest.raises(ConfigError, match="use feedback=constitution"):
+        run_alignkit("pipeline=rlaif_dpo", "feedback=rule", "critique_revise.prompts=1")

@@ -36,10 +36,14 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 DEFAULT_DATA = "/work/shared/synth_pref_512.jsonl"
 WORK = Path(os.environ.get("ALIGNKIT_BENCH_WORK", Path(tempfile.gettempdir()) / "alignkit-bench"))
-MODELS = ("tiny-random", "smollm2-135m-instruct")
-SHORT = {"tiny-random": "tiny", "smollm2-135m-instruct": "smol"}
+MODELS = ("tiny-random", "smollm2-135m-instruct", "smollm2-random")
+SHORT = {"tiny-random": "tiny", "smollm2-135m-instruct": "smol", "smollm2-random": "smolr"}
 TINY_OPTIONS = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
                 "intermediate_size": 256, "seed": 0}
+SMOLLM2_SHAPE = {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+                 "intermediate_size": 1536, "rope_theta": 100000.0, "seed": 0}
+"""``--model smollm2-random``: ``tiny-random`` built in SmolLM2-135M's shape (random weights, nothing to download)."""
+DEVICE = "cpu"  # --device; cuda: both sides in bf16 autocast on fp32 weights
 LEARNING_RATE = {"sft": 5e-5, "dpo": 5e-6}  # alignkit's defaults; TRL gets the same explicitly
 WARMUP_RATIO = 0.1  # alignkit's default linear warm-up; TRL gets int(0.1 * total) warm-up steps
 SEED = 42
@@ -94,6 +98,20 @@ def vm_hwm_mb() -> float:
     return float("nan")
 
 
+def cuda_peak_mb() -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+
+
+def alignkit_model_overrides(model: str) -> list[str]:
+    """``model=...`` overrides; ``smollm2-random`` is ``tiny-random`` with SmolLM2's shape."""
+    if model != "smollm2-random":
+        return [f"model={model}"]
+    return ["model=tiny-random", *(f"{'' if k in TINY_OPTIONS else '+'}model.options.{k}={v}"
+                                   for k, v in SMOLLM2_SHAPE.items())]
+
+
 def cpu_busy_seconds() -> float:
     """Busy CPU time of the whole machine (all processes) from /proc/stat."""
     with open("/proc/stat") as fh:
@@ -123,7 +141,7 @@ def child_alignkit(spec: dict) -> dict:
     total = spec["warmup"] + spec["steps"]
     lr = spec["lr"]
     overrides = [
-        f"model={spec['model']}",
+        *alignkit_model_overrides(spec["model"]),
         "logger=none",
         f"trainer.max_steps={total}",
         f"trainer.batch_size={spec['batch_size']}",
@@ -135,7 +153,7 @@ def child_alignkit(spec: dict) -> dict:
         "trainer.checkpoint_every=0",
         "trainer.progress=false",
         "trainer.grad_accum=1",
-        "trainer.mixed_precision=no",
+        f"trainer.mixed_precision={'bf16' if spec.get('device') == 'cuda' else 'no'}",
         "trainer.gradient_checkpointing=false",
         "data=files",
         "data.eval_fraction=0",  # no held-out split: every row trains, no evaluation cost anywhere
@@ -144,11 +162,12 @@ def child_alignkit(spec: dict) -> dict:
         overrides += ["trainer.lora=true", "trainer.lora_r=16", "trainer.lora_alpha=32", "trainer.lora_dropout=0.0",
                       "trainer.lora_target_modules=all-linear"]
     if spec["task"] == "sft":
-        overrides += ["pipeline=sft", f"data.sft={spec['sft_file']}"]
+        overrides += ["pipeline=sft", f"data.sft={spec['sft_file']}",
+                      "pipeline.stages=[{name:sft,optimizer:sft,requires:sft}]"]  # the timed work only: no evaluate stage
     else:  # preferences only: the optional SFT stage of pipeline=dpo is skipped
         overrides += ["pipeline=dpo", f"data.preferences={spec['pref_file']}", "optimizer.beta=0.1",
                       "optimizer.loss_type=sigmoid", f"optimizer.reference={spec['reference']}",
-                      f"optimizer.trainer.learning_rate={lr}"]
+                      f"optimizer.trainer.learning_rate={lr}", "pipeline.stages=[{name:dpo,optimizer:dpo,requires:preferences}]"]
 
     registry = Registry()
     step_ends: list[tuple[int, float]] = []
@@ -254,6 +273,7 @@ def child_alignkit(spec: dict) -> dict:
         "stage_seconds": summary["stages"][stage]["metrics"].get("stage_seconds"),
         "import_seconds": t_run - t_start,
         "peak_rss_mb_train": peak_train,
+        "peak_cuda_mb": cuda_peak_mb(),
         "params": None,
     }
 
@@ -329,7 +349,8 @@ def child_trl(spec: dict) -> dict:
         output_dir=spec["run_dir"], max_steps=total, per_device_train_batch_size=spec["batch_size"],
         gradient_accumulation_steps=1, learning_rate=spec["lr"], lr_scheduler_type="linear",
         warmup_steps=int(WARMUP_RATIO * total), weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch_fused",
-        bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True, report_to="none", seed=SEED,
+        bf16=spec.get("device") == "cuda", fp16=False, gradient_checkpointing=False,
+        use_cpu=spec.get("device", "cpu") == "cpu", report_to="none", seed=SEED,
         save_strategy="no", eval_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
         train_sampling_strategy="sequential", max_length=spec["max_length"],
     )
@@ -382,6 +403,7 @@ def child_trl(spec: dict) -> dict:
         "precompute_pairs": len(rows) if precompute else None,
         "ref_model": type(trainer.ref_model).__name__ if getattr(trainer, "ref_model", None) is not None else None,
         "peak_rss_mb_train": peak_train,
+        "peak_cuda_mb": cuda_peak_mb(),
         "params": params,
     }
 
@@ -397,10 +419,11 @@ def child_prepare_model(model: str, out_dir: str) -> None:
     from alignkit.core.registry import Registry
     from alignkit.core.types import ModelSpec
 
-    options = TINY_OPTIONS if model == "tiny-random" else {}
-    loaded = Registry().load_model(ModelSpec(model, options=options), "policy")
+    options = {"tiny-random": TINY_OPTIONS, "smollm2-random": SMOLLM2_SHAPE}.get(model, {})
+    name = "tiny-random" if model == "smollm2-random" else model
+    loaded = Registry().load_model(ModelSpec(name, options=options), "policy")
     params = sum(p.numel() for p in loaded.model.parameters())
-    if model == "tiny-random":
+    if name == "tiny-random":
         target = Path(out_dir)
         if target.exists():
             shutil.rmtree(target)
@@ -452,6 +475,8 @@ def child_env() -> dict:
     env.update({"OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS), "TOKENIZERS_PARALLELISM": "false",
                 "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                 "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1", "ACCELERATE_USE_CPU": "1"})
+    if DEVICE != "cpu":
+        env.pop("ACCELERATE_USE_CPU")
     return env
 
 
@@ -595,6 +620,7 @@ def one_run(framework: str, model: str, task: str, lora: bool, reference: str, s
     spec = {
         "framework": framework, "model": model, "task": task, "lora": lora, "reference": reference, "steps": steps,
         "warmup": warmup, "batch_size": 8, "max_length": max_length, "threads": THREADS, "lr": LEARNING_RATE[task],
+        "device": DEVICE,
         "run_dir": str(run_dir / "out"), "result_file": str(run_dir / "result.json"),
         "sft_file": sft_file or data["sft_file"], "pref_file": data["pref_file"], "model_dir": info["model_dir"], "tokenizer_dir": info["tokenizer_dir"],
         "order": alignkit_order(data["rows"], 8, total),
@@ -656,8 +682,8 @@ def one_run(framework: str, model: str, task: str, lora: bool, reference: str, s
                                 if child.get("step_scored_tokens") else None),
         "step_tokens": child["step_tokens"],
         **{k: child.get(k) for k in ("load_seconds", "setup_seconds", "precompute_seconds", "precompute_pairs",
-                                     "after_train_seconds", "peak_rss_mb_train", "token_count_from", "ref_model",
-                                     "order_matches_protocol", "rows_dropped", "losses", "step_seconds")},
+                                     "after_train_seconds", "peak_rss_mb_train", "peak_cuda_mb", "token_count_from",
+                                     "ref_model", "order_matches_protocol", "rows_dropped", "losses", "step_seconds")},
         **proc,
     }
     print(f"[bench]   step {res['step_s_median']:.3f}s  {res['tokens_per_s']:.1f} tok/s  "
@@ -847,7 +873,11 @@ def machine() -> dict:
             versions[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001
             versions[mod] = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory": mem, "python": platform.python_version(), **versions}
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory": mem, "python": platform.python_version(), "gpu": gpu,
+            **versions}
 
 
 def main() -> None:
@@ -875,6 +905,8 @@ def main() -> None:
     p.add_argument("--attempts", type=int, default=3,
                    help="tries per configuration while other processes disturb it (default 3; the least disturbed is kept)")
     p.add_argument("--out", default=None, help="results JSON (default bench/results/<timestamp>.json)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: both sides on the GPU in bf16 autocast (fp32 weights); peak GPU memory is recorded")
     p.add_argument("--report", nargs="+", metavar="JSON", help="print the tables of saved results files and exit")
     # internal
     p.add_argument("--child", choices=("alignkit", "trl"), help=argparse.SUPPRESS)
@@ -905,6 +937,7 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, _stop)  # background jobs ignore SIGINT: SIGTERM also stops cleanly
     globals()["THREADS"] = args.threads
+    globals()["DEVICE"] = args.device
     ATTEMPTS["n"] = args.attempts
     OPTIONS["malloc_tune"] = args.malloc_tune
     frameworks = tuple(f.strip() for f in args.frameworks.split(",") if f.strip())
@@ -913,7 +946,7 @@ def main() -> None:
     started = time.strftime("%Y%m%d-%H%M%S")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     _SINK["out"] = Path(args.out) if args.out else RESULTS_DIR / f"{started}.json"
-    _SINK["meta"] = {"machine": machine(), "argv": sys.argv, "threads": THREADS}
+    _SINK["meta"] = {"machine": machine(), "argv": sys.argv, "threads": THREADS, "device": DEVICE}
     data = prepare_data(args.data, long_tokens=1 if args.seqlen else 0)
     try:
         if args.seqlen:

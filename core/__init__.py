@@ -4,7 +4,7 @@ Plugins import only the names re-exported here (and the documented submodules);
 the core holds no algorithm, model or storage code.
 """
 
-from alignkit.core.errors import AlignkitError, ConfigError, DataError, PluginError
+from alignkit.core.errors import AlignkitError, ConfigError, DataError, PluginError, WaitingForFeedback
 from alignkit.core.hookspecs import hookimpl, hookspec
 from alignkit.core.types import (
     DataSourceEntry,
@@ -34,6 +34,7 @@ __all__ = [
     "PluginError",
     "PreferenceModelEntry",
     "StageResult",
+    "WaitingForFeedback",
     "__version__",
     "hookimpl",
     "hookspec",

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from alignkit.core import distributed
 from alignkit.core.engine import Engine, TrainerConfig
-from alignkit.core.errors import AlignkitError, ConfigError
+from alignkit.core.errors import AlignkitError, ConfigError, WaitingForFeedback
 from alignkit.core.registry import Registry
 from alignkit.core.rundir import RunDir
 from alignkit.core.types import LoadedModel, ModelRole, ModelSpec, StageResult
@@ -102,7 +103,14 @@ class RunContext:
             options=_plain(node.get("options")),
         )
 
+    @property
+    def is_main_process(self) -> bool:
+        """Under ``accelerate launch``: the one process that writes files and talks to people."""
+        return self.run_dir.writer
+
     def log(self, stage: str, step: int, metrics: Mapping[str, float]) -> None:
+        if not self.run_dir.writer:  # metrics are reported once, by the main process
+            return
         self.run_dir.log_metrics(stage, step, metrics)
         for logger in self.loggers:
             logger.log(stage, step, metrics)
@@ -240,9 +248,14 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, registry: Registry | None
         registry.get("optimizer", str(stage.optimizer))
     rd = RunDir(run_dir, pipeline=str(cfg.pipeline.name))
     rd.summary["status"] = "running"
+    rd.summary.pop("message", None)
+    rd.summary.pop("feedback", None)
     rd.write_summary()
+    # Under N processes: every process decides what is done before the main one writes anything.
+    done = {index: rd.is_done(index, str(stage.name)) for index, stage in enumerate(plan, start=1)}
+    distributed.barrier()
     run = RunContext(cfg, registry, rd)
-    run.loggers = _build_loggers(run)
+    run.loggers = _build_loggers(run) if rd.writer else []
     registry.hook.alignkit_before_run(run=run)
     error: BaseException | None = None
     try:
@@ -250,7 +263,7 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, registry: Registry | None
         previous: dict[str, StageResult] = {}
         for index, stage in enumerate(plan, start=1):
             name = str(stage.name)
-            if rd.is_done(index, name):
+            if done[index]:
                 result = rd.stage_result(name)
                 log.info("stage %s already done; skipping", name)
             else:
@@ -271,14 +284,28 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, registry: Registry | None
                 rd.set_stage(name, "running")
                 run._stop = False
                 started = time.time()
-                result = entry.factory(opt_cfg).run(ctx)
+                optimizer = entry.factory(opt_cfg)
+                if getattr(optimizer, "data_parallel", True):
+                    result = optimizer.run(ctx)
+                else:  # labelling, evaluation: the main process works, the others take its result
+                    result = distributed.run_on_main(lambda: optimizer.run(ctx))
                 result.metrics.setdefault("stage_seconds", round(time.time() - started, 2))
                 rd.mark_done(index, name, result)
+                distributed.barrier()  # the next stage reads what this one wrote
                 registry.hook.alignkit_after_stage(run=run, stage=name, result=result)
             previous[name] = result
             if "model" in result.artifacts:
                 policy = dataclasses.replace(policy, name_or_path=str(rd.path / result.artifacts["model"]), options={})
         rd.finish("completed")
+    except WaitingForFeedback as exc:  # not a failure: people have labels to give first
+        error = exc
+        for record in rd.summary["stages"].values():
+            if record.get("status") == "running":
+                record["status"] = "waiting"
+        rd.summary["message"] = str(exc)
+        rd.summary["feedback"] = {"labelled": exc.labelled, "total": exc.total, "url": exc.url}
+        rd.finish("waiting")
+        raise
     except BaseException as exc:
         error = exc
         message = str(exc) if isinstance(exc, AlignkitError) else "".join(

@@ -11,4 +11,10 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("sft", "alignkit.plugins.sft.plugin"),
     ("dpo", "alignkit.plugins.dpo.plugin"),
     ("loggers", "alignkit.plugins.loggers.plugin"),
+    ("rules", "alignkit.plugins.rules.plugin"),
+    ("ppo", "alignkit.plugins.ppo.plugin"),
+    ("reward", "alignkit.plugins.reward.plugin"),
+    ("feedback", "alignkit.plugins.feedback.plugin"),
+    ("human", "alignkit.plugins.human.plugin"),
+    ("evaluation", "alignkit.plugins.evaluation.plugin"),
 )

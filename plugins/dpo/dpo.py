@@ -106,18 +106,28 @@ class ReferenceCache:
         self.computed = 0
 
     def fill(self, model: Any, pairs: Sequence[Pair], batch_size: int) -> None:
+        """Under N processes each computes its share of the missing pairs; all get all of them
+        and the main process writes the file."""
+        from alignkit.core import distributed
+
         missing = [p for p in pairs if _pair_key(p) not in self.values]
         if not missing:
             return
+        mine = missing[distributed.rank()::distributed.world_size()]
+        computed: dict[str, list[float]] = {}
         model.eval()
         with torch.no_grad():
-            for start in range(0, len(missing), batch_size):
-                chunk = missing[start:start + batch_size]
+            for start in range(0, len(mine), batch_size):
+                chunk = mine[start:start + batch_size]
                 c, r, _, _ = pair_logps(model, chunk)
                 for pair, cv, rv in zip(chunk, c.tolist(), r.tolist()):
-                    self.values[_pair_key(pair)] = [cv, rv]
+                    computed[_pair_key(pair)] = [cv, rv]
+        for part in distributed.gather(computed):
+            self.values.update(part)
         self.computed += len(missing)
-        self.save()
+        if distributed.is_main_process():
+            self.save()
+        distributed.barrier()
 
     def save(self) -> None:
         from alignkit.core.rundir import atomic_write_text
@@ -239,6 +249,7 @@ class DPOOptimizer:
                 cache = self._reference_cache(ctx)
                 task_probe = DPOTask(self, train, held_out, settings, None)
                 used = self._pairs_used(task_probe, settings)
+                engine.place(loaded.model)
                 cache.fill(loaded.model, used + held_out, self.options.eval_batch_size)
                 log.info("dpo: reference log-probs: %d computed, %d reused from %s", cache.computed,
                          len(set(map(_pair_key, used + held_out))) - cache.computed, cache.file)
@@ -246,7 +257,7 @@ class DPOOptimizer:
             else:
                 reference = lambda pairs: (torch.zeros(len(pairs)), torch.zeros(len(pairs)))  # noqa: E731
         elif mode == "copy":
-            reference_model = copy.deepcopy(loaded.model).eval().requires_grad_(False)
+            reference_model = copy.deepcopy(engine.place(loaded.model)).eval().requires_grad_(False)
             reference = self._forward_reference(reference_model)
         model = engine.prepare_model(loaded.model)
         if mode == "adapter" and self.options.loss_type != "simpo":
@@ -254,8 +265,9 @@ class DPOOptimizer:
         task = DPOTask(self, train, held_out, settings, reference)
         outcome = engine.train(model, task)
         metrics = dict(outcome.metrics)
-        metrics.update(self._kl_estimate(ctx, outcome.model, tokenizer, reference_model, settings))
-        save_model(outcome.model, tokenizer, ctx.dir / "model")
+        if ctx.run.is_main_process and outcome.state_dict is None:  # sharded weights: no generation
+            metrics.update(self._kl_estimate(ctx, outcome.model, tokenizer, reference_model, settings))
+        save_model(outcome.model, tokenizer, ctx.dir / "model", state_dict=outcome.state_dict)
         metrics["data/train_pairs"] = len(train)
         metrics["data/dropped_pairs"] = dropped
         if cache is not None:
@@ -320,7 +332,8 @@ class DPOOptimizer:
         sequences = [s for s, _ in samples if sum(s.scored[1:]) > 0]
         if not sequences:
             return {}
-        reference = reference_model or ctx.load_model("reference").model
+        device = next(policy.parameters()).device
+        reference = (reference_model or ctx.load_model("reference").model).to(device)
         policy.eval()
         with torch.no_grad():
             device = next(policy.parameters()).device

@@ -197,7 +197,7 @@ def run_row(row: str, model_dir: Path, steps: int, warmup: int) -> dict:
                           f"print('RESULT ' + json.dumps(bench_ppo.CHILD[{row!r}](json.loads(sys.argv[1]))))",
                           json.dumps(spec)], env=env, capture_output=True, text=True)
     if out.returncode != 0:
-        raise RuntimeError(f"row {row} failed:\n{out.stderr[-4000:]}")
+        raise RuntimeError(f"row {row} failed (exit status {out.returncode}):\n{out.stderr[-4000:]}")
     result = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:])
     result.update(row=row, wall_seconds=round(time.perf_counter() - started, 1))
     return result

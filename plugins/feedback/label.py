@@ -33,6 +33,8 @@ class LabelConfig:
 
     prompts: int = 64  # train prompts to label; -1: all; 0: calibrate only, no artifact
     eval_prompts: int = 16  # held-out prompts labelled into eval.jsonl
+    samples: int = 2  # responses per prompt; judged as pairs (1st, 2nd), (3rd, 4th), ...
+    prompt_filter: Optional[str] = None  # package.module:function(prompt) -> bool: only label these prompts
     max_new_tokens: int = 48
     temperature: float = 1.0
     top_p: float = 1.0
@@ -54,6 +56,10 @@ class LabelOptimizer:
         data.pop("name", None)
         data["calibration"] = CalibrationConfig(**(data.get("calibration") or {}))
         self.options = LabelConfig(**data)
+        if self.options.samples < 2:
+            from alignkit.core import ConfigError
+
+            raise ConfigError(f"label.samples must be at least 2 (a pair), not {self.options.samples}")
 
     def run(self, ctx: Any) -> StageResult:
         o = self.options
@@ -161,6 +167,11 @@ class LabelOptimizer:
         if rows is None or limit == 0:
             return []
         prompts = [row["prompt"] for row in rows]
+        if o.prompt_filter:
+            from alignkit.core.callables import load_callable
+
+            keep = load_callable(o.prompt_filter, what="label.prompt_filter")
+            prompts = [p for p in prompts if keep(p)]
         random.Random(o.seed).shuffle(prompts)
         prompts = prompts if limit < 0 else prompts[:limit]
         if not prompts:
@@ -170,11 +181,12 @@ class LabelOptimizer:
         model, tokenizer = self._policy.model, self._policy.tokenizer
         settings = ctx.trainer_settings()
         offset = 0 if split == "train" else 1000
-        samples = [sample_responses(model, tokenizer, prompts, max_new_tokens=o.max_new_tokens,
-                                    temperature=o.temperature, top_p=o.top_p, batch_size=o.batch_size,
-                                    seed=o.seed + offset + k, max_prompt_tokens=settings.max_length)
-                   for k in (0, 1)]
-        pairs = [{"prompt": p, "response_a": a[1].strip(), "response_b": b[1].strip()}
-                 for p, a, b in zip(prompts, samples[0], samples[1]) if a[1].strip() and b[1].strip()]
+        samples = [[text.strip() for _, text in sample_responses(
+            model, tokenizer, prompts, max_new_tokens=o.max_new_tokens, temperature=o.temperature, top_p=o.top_p,
+            batch_size=o.batch_size, seed=o.seed + offset + k, max_prompt_tokens=settings.max_length)]
+            for k in range(o.samples)]
+        pairs = [{"prompt": p, "response_a": samples[k][i], "response_b": samples[k + 1][i]}
+                 for i, p in enumerate(prompts) for k in range(0, o.samples - 1, 2)
+                 if samples[k][i] and samples[k + 1][i]]
         write_jsonl(file, pairs)
         return pairs

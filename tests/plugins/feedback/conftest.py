@@ -20,6 +20,9 @@ def longer(prompt, response):
     CALLS["n"] += 1
     return float(len(response))
 
+def has_digits(prompt):
+    return any(ch.isdigit() for ch in prompt[-1]["content"])
+
 def says_good(prompt, response):
     CALLS["n"] += 1
     return 1.0 if "good" in response else 0.0

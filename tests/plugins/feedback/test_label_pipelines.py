@@ -43,14 +43,16 @@ def test_label_stage_writes_preferences_that_dpo_trains_on(run_alignkit, rules_m
 def test_label_stage_rerun_reuses_sampled_pairs_and_cached_judgements(run_alignkit, rules_module, tmp_path):
     args = ("pipeline=preference", "pipeline.stages=[{name: label, optimizer: label, config: ${label}}]",
             "feedback.fn=fbtest_rules:longer", "feedback.cache=true", f"feedback.cache_dir={tmp_path / 'c'}",
-            *LABEL_FAST, "label.calibration.enabled=false")
+            *LABEL_FAST, "label.calibration.enabled=false", "label.samples=4", "label.prompt_filter=fbtest_rules:has_digits")
     first = run_alignkit(*args, run_dir=tmp_path / "one")
     before = rules_module.CALLS["n"]
     (first.path / "01-label/DONE").unlink()  # as if the stage had been stopped before it finished
     second = run_alignkit(*args, run_dir=tmp_path / "one")
     assert rules_module.CALLS["n"] == before, "the rerun asked the rule nothing"
     assert summary(second)["label"]["metrics"]["label/cache_misses"] == 0
-    assert (first.path / "01-label/pairs-train.jsonl").exists()
+    pairs = jsonl(first.path / "01-label/pairs-train.jsonl")
+    assert len(pairs) == 12, "6 prompts x 4 samples = 12 pairs"
+    assert all(any(ch.isdigit() for ch in p["prompt"][-1]["content"]) for p in pairs), "prompt_filter applied"
 
 
 def test_dataset_feedback_passes_the_data_pairs_through(run_alignkit):

@@ -209,10 +209,71 @@ def stage_dataset(run: RunContext, previous: Mapping[str, StageResult], kind: st
 
 
 def stage_plan(cfg: DictConfig) -> list[DictConfig]:
+    """The stages to run, in order, with the ``repeat: true`` block expanded into rounds."""
     stages = cfg.pipeline.get("stages")
     if not stages:
         raise ConfigError(f"pipeline '{cfg.pipeline.get('name')}' lists no stages")
-    return list(stages)
+    plan = expand_rounds(list(stages), cfg.pipeline.get("rounds"))
+    names = [str(stage.name) for stage in plan]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"pipeline '{cfg.pipeline.get('name')}' names more than one stage {', '.join(twice)}")
+    return plan
+
+
+def expand_rounds(stages: list[DictConfig], rounds: Any = None) -> list[DictConfig]:
+    """Repeat the consecutive stages marked ``repeat: true`` ``rounds`` times (default 1).
+
+    Round k's copy of stage ``label`` is named ``label_k`` and carries ``round: k``; a repeated
+    stage whose ``config`` has an integer ``seed`` gets ``seed + k - 1``, so every round samples
+    afresh. Each copy trains from the last model before it, like any stage: round k starts from
+    round k-1's policy.
+    """
+    marked = [i for i, stage in enumerate(stages) if stage.get("repeat", False)]
+    if not marked:
+        if rounds is not None and int(rounds) != 1:
+            raise ConfigError(f"pipeline.rounds={rounds}, but no stage of the pipeline has 'repeat: true'")
+        return stages
+    if marked != list(range(marked[0], marked[-1] + 1)):
+        raise ConfigError("the stages marked 'repeat: true' must follow each other (one block of rounds)")
+    count = 1 if rounds is None else int(rounds)
+    if count < 1:
+        raise ConfigError(f"pipeline.rounds must be at least 1, not {rounds}")
+    block = [OmegaConf.to_container(stage, resolve=True) for stage in stages[marked[0]:marked[-1] + 1]]
+    out = stages[:marked[0]]
+    for k in range(1, count + 1):
+        for stage in block:
+            copy = dict(stage, name=f"{stage['name']}_{k}", round=k)
+            copy.pop("repeat", None)
+            config = copy.get("config")
+            if isinstance(config, dict) and isinstance(config.get("seed"), int) and not isinstance(config["seed"], bool):
+                copy["config"] = dict(config, seed=config["seed"] + k - 1)
+            out.append(OmegaConf.create(copy))
+    return out + stages[marked[-1] + 1:]
+
+
+ROUNDS = "rounds.jsonl"
+
+
+def write_rounds(rd: RunDir, plan: list[DictConfig]) -> None:
+    """``rounds.jsonl``: one line per round with the final metrics of its completed stages, keyed
+    ``<stage without the round suffix>/<metric>`` so the same key follows a quantity across rounds."""
+    import json
+
+    from alignkit.core.rundir import atomic_write_text
+
+    rows: dict[int, dict[str, Any]] = {}
+    for stage in plan:
+        k = stage.get("round")
+        record = rd.summary["stages"].get(str(stage.name), {})
+        if k is None or record.get("status") != "completed":
+            continue
+        base = str(stage.name)[: -len(f"_{k}")]
+        row = rows.setdefault(int(k), {"round": int(k), "stages": [], "metrics": {}})
+        row["stages"].append(str(stage.name))
+        row["metrics"].update({f"{base}/{key}": value for key, value in record.get("metrics", {}).items()})
+    if rd.writer:
+        atomic_write_text(rd.path / ROUNDS, "".join(json.dumps(row) + "\n" for row in rows.values()))
 
 
 def _optimizer_config(run: RunContext, stage: DictConfig) -> tuple[Any, DictConfig]:
@@ -226,6 +287,28 @@ def _optimizer_config(run: RunContext, stage: DictConfig) -> tuple[Any, DictConf
     node = OmegaConf.to_container(node, resolve=True)
     trainer_override = node.pop("trainer", None) if isinstance(node, dict) else None
     return entry, (validate_config("optimizer", name, entry.config_schema, node), trainer_override)
+
+
+def explicit_trainer(cfg: DictConfig) -> DictConfig:
+    """The ``trainer.*`` keys the user set on the command line, with their composed values.
+
+    Precedence is defaults < an optimizer file's own ``trainer:`` node < the command line, so
+    ``alignkit pipeline=dpo trainer.max_steps=45`` means 45 steps even though conf/optimizer/dpo.yaml
+    sets its own. Outside a Hydra app (the compose API in tests) nothing is explicit.
+    """
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task)
+    except (ImportError, ValueError):
+        return OmegaConf.create({})
+    explicit = OmegaConf.create({})
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if key.startswith("trainer.") and "=" in item and not item.startswith("~"):
+            value = OmegaConf.select(cfg, key, default=None)
+            OmegaConf.update(explicit, key[len("trainer."):], value, force_add=True)
+    return explicit
 
 
 def _has_data(run: RunContext, previous: Mapping[str, StageResult], kind: str) -> bool:
@@ -278,7 +361,7 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, registry: Registry | None
                         f"and data '{cfg.data.name}' provides none"
                     )
                 entry, (opt_cfg, trainer_override) = _optimizer_config(run, stage)
-                trainer = OmegaConf.merge(cfg.trainer, trainer_override or {})
+                trainer = OmegaConf.merge(cfg.trainer, trainer_override or {}, explicit_trainer(cfg))
                 ctx = StageContext(run=run, name=name, index=index, dir=rd.stage_dir(index, name),
                                    config=opt_cfg, trainer=trainer, policy=policy, previous=dict(previous))
                 rd.set_stage(name, "running")
@@ -291,6 +374,8 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, registry: Registry | None
                     result = distributed.run_on_main(lambda: optimizer.run(ctx))
                 result.metrics.setdefault("stage_seconds", round(time.time() - started, 2))
                 rd.mark_done(index, name, result)
+                if stage.get("round") is not None:
+                    write_rounds(rd, plan)
                 distributed.barrier()  # the next stage reads what this one wrote
                 registry.hook.alignkit_after_stage(run=run, stage=name, result=result)
             previous[name] = result

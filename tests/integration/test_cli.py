@@ -115,3 +115,20 @@ def test_plugins_lists_every_component_with_its_package():
     for kind, name in [("optimizer", "sft"), ("optimizer", "dpo"), ("data_source", "demo"),
                        ("data_source", "files"), ("logger", "wandb")]:
         assert any(line.split()[:3] == [kind, name, "alignkit"] for line in out.splitlines()), (kind, name)
+
+
+def test_command_line_trainer_settings_beat_the_optimizer_files_own(tmp_path):
+    """conf/optimizer/dpo.yaml sets its own learning rate; `trainer.learning_rate=` on the command line wins."""
+    run = tmp_path / "run"
+    fast = [a for a in FAST if not a.startswith("optimizer.")]
+    alignkit("pipeline=dpo", *fast, "optimizer.kl_prompts=0", "trainer.max_steps=2", "trainer.warmup_ratio=0", "trainer.lr_scheduler=constant",
+             "trainer.learning_rate=0.00123", f"hydra.run.dir={run}")
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rates = {r["lr"] for r in records if r.get("stage") == "dpo" and "lr" in r}
+    assert rates == {0.00123}
+    # Without the override the file's value holds.
+    other = tmp_path / "other"
+    alignkit("pipeline=dpo", *fast, "optimizer.kl_prompts=0", "trainer.max_steps=1", "trainer.warmup_ratio=0", "trainer.lr_scheduler=constant",
+             f"hydra.run.dir={other}")
+    records = [json.loads(line) for line in (other / "metrics.jsonl").read_text().splitlines()]
+    assert {r["lr"] for r in records if r.get("stage") == "dpo" and "lr" in r} == {1e-05}

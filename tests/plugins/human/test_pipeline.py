@@ -11,6 +11,7 @@ import pytest
 
 from alignkit.core.errors import WaitingForFeedback
 from alignkit.core.records_io import read_jsonl
+from alignkit.core.testing import EVALUATE_FAST
 from alignkit.plugins.human.provider import HumanFeedback, HumanFeedbackConfig
 from alignkit.plugins.human.store import Store
 
@@ -41,11 +42,12 @@ def test_provider_pending_then_judged(tmp_path, make_pairs):
     assert (info.value.labelled, info.value.total) == (0, 3)
 
 
-PIPELINE = [
-    "pipeline=preference", "feedback=human", "model=tiny-random", "logger=none", "data=files",
+PIPELINE = [  # InstructGPT's loop with people as the labellers: label -> reward model -> PPO -> evaluate
+    "pipeline=rlhf", "feedback=human", "model=tiny-random", "logger=none", "data=files",
     "data.eval_fraction=0", "trainer.max_steps=2", "trainer.batch_size=2", "trainer.max_length=96",
     "trainer.progress=false", "trainer.checkpoint_every=0", "label.prompts=-1", "label.eval_prompts=0",
-    "label.max_new_tokens=8", "label.calibration.enabled=false", "optimizer.kl_prompts=0",
+    "label.max_new_tokens=8", "label.calibration.enabled=false", "optimizer.eval_prompts=0",
+    "optimizer.max_new_tokens=6", *EVALUATE_FAST,
 ]
 
 
@@ -53,8 +55,11 @@ def test_pipeline_waits_for_people_then_resumes(tmp_path, label_server, http, re
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}]}) + "\n"
                                for i in range(5)))
+    held_out = tmp_path / "held_out.jsonl"  # for the evaluate stage
+    held_out.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"What is {i} - 1?"}]}) + "\n"
+                                for i in range(2)))
     run_dir = tmp_path / "run"
-    overrides = [*PIPELINE, f"data.prompts={prompts}", f"feedback.db={label_server.db}",
+    overrides = [*PIPELINE, f"data.prompts={prompts}", f"data.eval_prompts={held_out}", f"feedback.db={label_server.db}",
                  f"feedback.url={label_server.url}"]
     # 1. the command stops: nothing is labelled yet
     first = subprocess.run([sys.executable, "-m", "alignkit.core.cli", *overrides, f"hydra.run.dir={run_dir}"],
@@ -91,8 +96,12 @@ def test_pipeline_waits_for_people_then_resumes(tmp_path, label_server, http, re
     rd = run_pipeline(compose(overrides, registry), run_dir, registry)
     summary = json.loads((rd.path / "summary.json").read_text())
     assert summary["status"] == "completed" and "message" not in summary
-    assert summary["stages"]["dpo"]["status"] == "completed"
-    assert len(store.items("default")) == total  # the rerun pushed nothing twice
+    assert summary["stages"]["reward_model"]["status"] == "completed"
+    assert summary["stages"]["ppo"]["status"] == "completed" and summary["stages"]["evaluate"]["status"] == "completed"
+    # the rerun pushed no label pair twice; the evaluate stage's policy-vs-reference pairs (one per
+    # held-out prompt) went to the people too, and are reported as pending, not guessed
+    assert len(store.items("default")) == total + 2
+    assert summary["stages"]["evaluate"]["metrics"]["win/pending"] == 2
     records = read_jsonl(rd.path / summary["stages"]["label"]["artifacts"]["preferences"] / "train.jsonl")
     assert len(records) == total
     assert sorted(r["chosen"] for r in records) == sorted(chosen.values())

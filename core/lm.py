@@ -248,6 +248,8 @@ def sample_responses(model: Any, tokenizer: Any, prompts: Sequence[Sequence[dict
     """Sample one response per chat prompt (KV-cached, batched, left-padded; stops at EOS).
 
     Returns, per prompt, the prompt+response tokens with the response scored, and the text.
+    Sampling is from the model's own distribution (``top_k=0``): transformers' default keeps only
+    the 50 likeliest tokens, which biases every KL estimate and pair sampled from it.
     """
     base = _unwrap(model)
     device = next(base.parameters()).device
@@ -263,8 +265,9 @@ def sample_responses(model: Any, tokenizer: Any, prompts: Sequence[Sequence[dict
             texts = [render(tokenizer, p, generation_prompt=True) for p in prompts[start:start + batch_size]]
             enc = tokenizer(texts, add_special_tokens=False, return_tensors="pt", padding=True,
                             truncation=True, max_length=max_prompt_tokens).to(device)
-            generated = model.generate(**enc, do_sample=temperature > 0, temperature=max(temperature, 1e-5),
-                                       top_p=top_p, max_new_tokens=max_new_tokens,
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} \
+                if temperature > 0 else {"do_sample": False}
+            generated = model.generate(**enc, **sampling, max_new_tokens=max_new_tokens,
                                        pad_token_id=tokenizer.pad_token_id)
             width = enc["input_ids"].shape[1]
             stops = {tokenizer.eos_token_id, tokenizer.pad_token_id}

@@ -68,3 +68,14 @@ def test_rows_stay_within_budget_and_keep_every_sequence():
     assert batch.input_ids.shape[1] <= max(60, longest)
     assert batch.num_tokens == sum(len(s.input_ids) for s in seqs)
     assert int(batch.target_mask.sum()) == sum(sum(s.scored[1:]) for s in seqs)
+
+
+def test_sampling_draws_from_the_whole_distribution_not_the_top_50(tiny_model):
+    """An untrained model is close to uniform over its vocabulary: 300 one-token samples of the same
+    prompt hit far more than the 50 tokens transformers' default top_k would allow."""
+    from alignkit.core.lm import sample_responses
+
+    prompts = [[{"role": "user", "content": "Say something."}]] * 300
+    out = sample_responses(tiny_model.model, tiny_model.tokenizer, prompts, max_new_tokens=1, batch_size=100, seed=1)
+    first = {enc.input_ids[-1] for enc, _ in out}
+    assert len(first) > 60

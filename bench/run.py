@@ -3,6 +3,8 @@
 
     python bench/run.py --model tiny-random --task sft [--lora] [--steps 20] [--warmup 3]
     python bench/run.py --model tiny-random --task dpo            # alignkit precompute + copy, TRL default + precompute
+    python bench/run.py --model tiny-random --task reward         # Bradley-Terry reward model vs TRL RewardTrainer
+    python bench/run.py --model tiny-random --task grpo --steps 10  # alignkit grpo vs TRL GRPOTrainer (also: rloo)
     python bench/run.py --all                                     # the matrix (see MATRIX)
     python bench/run.py --seqlen 128 256 512                      # alignkit tiny SFT cost vs max_length
 
@@ -16,6 +18,15 @@ fused AdamW, the same learning rate and schedule, seed 42, no evaluation, no che
 alignkit runs through its product path (``run_pipeline`` on a config composed exactly like the
 ``alignkit`` CLI does); its per-step times are the engine's ``step_seconds`` in metrics.jsonl.
 TRL's step time is the wall clock between successive ``on_step_end`` callbacks.
+
+``--task grpo`` / ``--task rloo`` (on-policy, TRL-BASELINE.md's protocol): 8 completions per step =
+2 prompts x 4 samples, exactly 64 new tokens (``min_new_tokens``), temperature 1, reward 1 when the
+row's answer string is in the completion, learning rate 1e-6 constant, one update per batch; GRPO
+with beta 0 (no reference model on either side), RLOO with beta 0.05 (KL in the reward, a reference
+copy on both sides). The prompts of each step are alignkit's (``prompt_indices``), fed to TRL in
+that order (``shuffle_dataset=False``). A step is generation + scoring + reference + update on both
+sides: alignkit's ``time/step_seconds``, TRL's wall clock between ``on_step_end`` callbacks; tokens are
+prompt + completion tokens of the 8 sequences the policy's training forward processes.
 """
 
 from __future__ import annotations
@@ -44,7 +55,11 @@ SMOLLM2_SHAPE = {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_hea
                  "intermediate_size": 1536, "rope_theta": 100000.0, "seed": 0}
 """``--model smollm2-random``: ``tiny-random`` built in SmolLM2-135M's shape (random weights, nothing to download)."""
 DEVICE = "cpu"  # --device; cuda: both sides in bf16 autocast on fp32 weights
-LEARNING_RATE = {"sft": 5e-5, "dpo": 5e-6}  # alignkit's defaults; TRL gets the same explicitly
+LEARNING_RATE = {"sft": 5e-5, "dpo": 5e-6, "reward": 5e-5,  # alignkit's defaults; TRL gets the same explicitly
+                 "grpo": 1e-6, "rloo": 1e-6}
+ONLINE = ("grpo", "rloo")  # on-policy tasks: generation inside every step
+ONLINE_BETA = {"grpo": 0.0, "rloo": 0.05}  # TRL 1.16's defaults (TRL-BASELINE.md)
+GENERATIONS, COMPLETION_TOKENS = 4, 64
 WARMUP_RATIO = 0.1  # alignkit's default linear warm-up; TRL gets int(0.1 * total) warm-up steps
 SEED = 42
 THREADS = 2
@@ -59,6 +74,10 @@ MATRIX = [
     ("smollm2-135m-instruct", "dpo", False, 5),
     ("smollm2-135m-instruct", "sft", True, 10),
     ("smollm2-135m-instruct", "dpo", True, 5),
+    ("tiny-random", "reward", False, None),
+    ("smollm2-135m-instruct", "reward", False, 10),
+    ("tiny-random", "grpo", False, 10),
+    ("tiny-random", "rloo", False, 10),
 ]
 
 
@@ -164,6 +183,9 @@ def child_alignkit(spec: dict) -> dict:
     if spec["task"] == "sft":
         overrides += ["pipeline=sft", f"data.sft={spec['sft_file']}",
                       "pipeline.stages=[{name:sft,optimizer:sft,requires:sft}]"]  # the timed work only: no evaluate stage
+    elif spec["task"] == "reward":  # preferences only: the optional SFT stage is skipped, no evaluation
+        overrides += ["pipeline=reward_model", f"data.preferences={spec['pref_file']}",
+                      "pipeline.stages=[{name:reward_model,optimizer:reward,requires:preferences}]"]
     else:  # preferences only: the optional SFT stage of pipeline=dpo is skipped
         overrides += ["pipeline=dpo", f"data.preferences={spec['pref_file']}", "optimizer.beta=0.1",
                       "optimizer.loss_type=sigmoid", f"optimizer.reference={spec['reference']}",
@@ -216,7 +238,7 @@ def child_alignkit(spec: dict) -> dict:
     peak_train = vm_hwm_mb()
 
     records = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "step_seconds" in r]
-    stage = "sft" if spec["task"] == "sft" else "dpo"
+    stage = {"sft": "sft", "dpo": "dpo", "reward": "reward_model"}[spec["task"]]
     records = [r for r in records if r["stage"] == stage]
     summary = json.loads((run_dir / "summary.json").read_text())
     first_start = step_ends[0][1] - records[0]["step_seconds"]
@@ -235,6 +257,15 @@ def child_alignkit(spec: dict) -> dict:
         task = SFTTask(encoded, [], settings, SFTConfig(), 0)
         lengths = [len(e.input_ids) for e in encoded]
         scored = [sum(e.scored[1:]) for e in encoded]
+    elif spec["task"] == "reward":
+        from alignkit.plugins.reward.trainer import RewardConfig, RewardTask
+        from alignkit.plugins.reward.trainer import encode_pairs as encode_reward_pairs
+
+        rows = FilesDataSource(preferences=spec["pref_file"], eval_fraction=0).preferences("train")
+        encoded, dropped = encode_reward_pairs(tokenizer, rows, spec["max_length"])
+        task = RewardTask(RewardConfig(), encoded, [], settings, tokenizer.pad_token_id or 0)
+        lengths = [len(p.chosen.input_ids) + len(p.rejected.input_ids) for p in encoded]
+        scored = [2 for _ in encoded]  # one reward read out per sequence
     else:
         from alignkit.plugins.dpo.dpo import DPOTask, encode_pairs
 
@@ -293,7 +324,14 @@ def child_trl(spec: dict) -> dict:
     total = spec["warmup"] + spec["steps"]
     t0 = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer_dir"])
-    model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=torch.float32)
+    if spec["task"] == "reward":  # a scalar head on the same backbone, as alignkit builds it
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained(spec["model_dir"], num_labels=1,
+                                                                   dtype=torch.float32)
+        model.config.pad_token_id = tokenizer.pad_token_id
+    else:
+        model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=torch.float32)
     load_seconds = time.perf_counter() - t0
     params = sum(p.numel() for p in model.parameters())
 
@@ -326,7 +364,8 @@ def child_trl(spec: dict) -> dict:
             counted[0] += int(ids.numel())
             how.add("input_ids.numel")
 
-    model.get_decoder().register_forward_pre_hook(count, with_kwargs=True)
+    decoder = model.model if spec["task"] == "reward" else model.get_decoder()
+    decoder.register_forward_pre_hook(count, with_kwargs=True)
 
     ends: list[float] = []
     step_tokens: list[int] = []
@@ -359,7 +398,7 @@ def child_trl(spec: dict) -> dict:
         from peft import LoraConfig
 
         peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
-                                 task_type="CAUSAL_LM")
+                                 task_type="SEQ_CLS" if spec["task"] == "reward" else "CAUSAL_LM")
     precompute: list[float] = []
     t1 = time.perf_counter()
     if spec["task"] == "sft":
@@ -368,6 +407,12 @@ def child_trl(spec: dict) -> dict:
         args = SFTConfig(**common, packing=False, completion_only_loss=True)
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                              peft_config=peft_config, callbacks=[Timer()])
+    elif spec["task"] == "reward":
+        from trl import RewardConfig, RewardTrainer
+
+        args = RewardConfig(**common)
+        trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                peft_config=peft_config, callbacks=[Timer()])
     else:
         from trl import DPOConfig, DPOTrainer
 
@@ -408,9 +453,199 @@ def child_trl(spec: dict) -> dict:
     }
 
 
+# ------------------------------------------------------------------------------------
+# children: on-policy (grpo, rloo)
+# ------------------------------------------------------------------------------------
+
+
+def online_prompts(spec: dict) -> tuple[list, list[list[int]]]:
+    """alignkit's prompt pool (the preference file's distinct prompts, no held-out split) and the
+    pool indices of each step's prompts (``prompt_indices``), for both sides."""
+    from alignkit.plugins.data.plugin import FilesDataSource
+    from alignkit.plugins.ppo.ppo import prompt_indices
+
+    pool = [row["prompt"] for row in FilesDataSource(preferences=spec["pref_file"], eval_fraction=0).prompts("train")]
+    per_step = spec["batch_size"] // GENERATIONS
+    return pool, [prompt_indices(len(pool), per_step, SEED, step) for step in range(spec["warmup"] + spec["steps"])]
+
+
+def child_alignkit_online(spec: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    os.environ["ALIGNKIT_BENCH_DATA"] = spec["pref_file"]  # read by the reward (bench/ppo.py)
+    from alignkit.core import hookimpl
+    from alignkit.core.pipeline import run_pipeline
+    from alignkit.core.registry import Registry
+    from alignkit.core.testing import compose
+
+    t_start = time.perf_counter()
+    total = spec["warmup"] + spec["steps"]
+    task = spec["task"]
+    beta = ONLINE_BETA[task]
+    overrides = [
+        *alignkit_model_overrides(spec["model"]), "logger=none", f"pipeline={task}", "data=files",
+        f"data.preferences={spec['pref_file']}", "data.eval_fraction=0", "preference_model=rule",
+        "preference_model.fn=ppo:answer_in_completion", f"trainer.max_steps={total}",
+        f"trainer.batch_size={spec['batch_size']}", f"trainer.max_length={spec['max_length']}",
+        f"trainer.num_threads={spec['threads']}", f"trainer.seed={SEED}", "trainer.checkpoint_every=0",
+        "trainer.progress=false", "trainer.grad_accum=1", "trainer.gradient_checkpointing=false",
+        f"trainer.mixed_precision={'bf16' if spec.get('device') == 'cuda' else 'no'}",
+        f"optimizer.samples_per_prompt={GENERATIONS}", f"optimizer.max_new_tokens={COMPLETION_TOKENS}",
+        f"optimizer.min_new_tokens={COMPLETION_TOKENS}", "optimizer.temperature=1.0", "optimizer.eval_prompts=0",
+        "optimizer.sample_every=0", f"optimizer.trainer.learning_rate={spec['lr']}", f"optimizer.kl_coef={beta}",
+        *(["optimizer.reference=none"] if beta == 0 else ["optimizer.kl_penalty=reward", "optimizer.kl_estimator=k1"]),
+        f"pipeline.stages=[{{name:{task},optimizer:{task},requires:prompts}}]",
+    ]
+    registry = Registry()
+    step_ends: list[float] = []
+
+    class Probe:  # a plugin, as any user's would be: records when each step was logged
+        @hookimpl
+        def alignkit_after_step(self, run, stage, step, metrics):
+            if "time/step_seconds" in metrics:
+                step_ends.append(time.perf_counter())
+
+    registry.pm.register(Probe(), name="bench-probe")
+    cfg = compose(overrides, registry)
+    run_dir = Path(spec["run_dir"])
+    t_run = time.perf_counter()
+    run_pipeline(cfg, run_dir, registry)
+    t_end = time.perf_counter()
+    peak_train = vm_hwm_mb()
+    records = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "time/step_seconds" in r and r["stage"] == task]
+    assert all(r["rollout/response_length_mean"] == COMPLETION_TOKENS for r in records)
+    first_start = step_ends[0] - records[0]["time/step_seconds"]
+    return {
+        "step_seconds": [r["time/step_seconds"] for r in records],
+        "step_wall": [b - a for a, b in zip(step_ends, step_ends[1:])],
+        "step_windows": [(t - r["time/step_seconds"], t) for t, r in zip(step_ends, records)],
+        "step_tokens": [int(r["rollout/sequence_tokens"]) for r in records],
+        "generate_seconds": [r["time/generate_seconds"] for r in records],
+        "generated_tokens_per_second": [r["time/generated_tokens_per_second"] for r in records],
+        "rewards": [r["reward/mean"] for r in records],
+        "losses": [r.get("loss") for r in records],
+        "load_seconds": None,
+        "setup_seconds": first_start - t_run,
+        "precompute_seconds": None,
+        "after_train_seconds": t_end - step_ends[-1],
+        "import_seconds": t_run - t_start,
+        "peak_rss_mb_train": peak_train,
+        "peak_cuda_mb": cuda_peak_mb(),
+        "params": None,
+    }
+
+
+def child_trl_online(spec: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+    total = spec["warmup"] + spec["steps"]
+    task = spec["task"]
+    t0 = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer_dir"])
+    model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=torch.float32)
+    load_seconds = time.perf_counter() - t0
+    params = sum(p.numel() for p in model.parameters())
+    answers = {r["prompt"]: r["answer"] for r in read_jsonl(spec["pref_file"])}
+    pool, steps = online_prompts(spec)
+    # alignkit's prompts in alignkit's order; TRL's sampler repeats each num_generations times
+    dataset = Dataset.from_list([{"prompt": pool[i], "answer": answers[pool[i][-1]["content"]]}
+                                 for step in steps for i in step])
+
+    def reward(completions, answer, **_):
+        return [1.0 if a in c[-1]["content"] else 0.0 for c, a in zip(completions, answer)]
+
+    gen_times: list[float] = []
+    original = model.generate
+
+    def timed_generate(*args, **kwargs):
+        start = time.perf_counter()
+        out = original(*args, **kwargs)
+        gen_times.append(time.perf_counter() - start)
+        return out
+
+    model.generate = timed_generate
+    counted: list[int] = [0]
+
+    def count(module, args, kwargs):  # grad-enabled forwards only: the policy's training forward
+        if not torch.is_grad_enabled():
+            return
+        mask = kwargs.get("attention_mask")
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        counted[0] += int(mask.sum()) if mask is not None and mask.dim() == 2 else int(ids.numel())
+
+    model.get_decoder().register_forward_pre_hook(count, with_kwargs=True)
+    ends: list[float] = []
+    step_tokens: list[int] = []
+    logged: list[dict] = []
+
+    class Timer(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            ends.append(time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kw):
+            ends.append(time.perf_counter())
+            step_tokens.append(counted[0])
+            counted[0] = 0
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs:
+                logged.append(dict(logs))
+
+    common = dict(
+        output_dir=spec["run_dir"], max_steps=total, per_device_train_batch_size=spec["batch_size"],
+        gradient_accumulation_steps=1, learning_rate=spec["lr"], lr_scheduler_type="constant", warmup_steps=0,
+        weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch_fused", bf16=spec.get("device") == "cuda",
+        fp16=False, gradient_checkpointing=False, use_cpu=spec.get("device", "cpu") == "cpu", report_to="none",
+        seed=SEED, save_strategy="no", disable_tqdm=True, logging_steps=10, num_generations=GENERATIONS,
+        max_completion_length=COMPLETION_TOKENS, generation_kwargs={"min_new_tokens": COMPLETION_TOKENS},
+        temperature=1.0, beta=ONLINE_BETA[task], shuffle_dataset=False,
+    )
+    t1 = time.perf_counter()
+    if task == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+
+        trainer = GRPOTrainer(model=model, reward_funcs=reward, args=GRPOConfig(**common), train_dataset=dataset,
+                              processing_class=tokenizer, callbacks=[Timer()])
+    else:
+        from trl import RLOOConfig, RLOOTrainer
+
+        trainer = RLOOTrainer(model=model, reward_funcs=reward, args=RLOOConfig(**common), train_dataset=dataset,
+                              processing_class=tokenizer, callbacks=[Timer()])
+    setup_seconds = time.perf_counter() - t1
+    counted[0] = 0
+    trainer.train()
+    peak_train = vm_hwm_mb()
+    steps_s = [b - a for a, b in zip(ends, ends[1:])]
+    return {
+        "step_seconds": steps_s,
+        "step_wall": steps_s,
+        "step_windows": list(zip(ends, ends[1:])),
+        "step_tokens": step_tokens,
+        "generate_seconds": gen_times,
+        "generated_tokens_per_second": [spec["batch_size"] * COMPLETION_TOKENS / t for t in gen_times],
+        "rewards": [entry["reward"] for entry in logged if "reward" in entry],
+        "losses": [entry["loss"] for entry in logged if "loss" in entry],
+        "load_seconds": load_seconds,
+        "setup_seconds": setup_seconds,
+        "precompute_seconds": None,
+        "ref_model": type(trainer.ref_model).__name__ if getattr(trainer, "ref_model", None) is not None else None,
+        "peak_rss_mb_train": peak_train,
+        "peak_cuda_mb": cuda_peak_mb(),
+        "params": params,
+    }
+
+
 def child_main(kind: str, spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
-    out = child_alignkit(spec) if kind == "alignkit" else child_trl(spec)
+    if spec["task"] in ONLINE:
+        out = child_alignkit_online(spec) if kind == "alignkit" else child_trl_online(spec)
+    else:
+        out = child_alignkit(spec) if kind == "alignkit" else child_trl(spec)
     Path(spec["result_file"]).write_text(json.dumps(out))
 
 
@@ -681,9 +916,14 @@ def one_run(framework: str, model: str, task: str, lora: bool, reference: str, s
         "timed_scored_tokens": (sum(child["step_scored_tokens"][i] for i in timed)
                                 if child.get("step_scored_tokens") else None),
         "step_tokens": child["step_tokens"],
+        "generated_tokens_per_s_median": (statistics.median(child["generated_tokens_per_second"][warmup:])
+                                          if child.get("generated_tokens_per_second") else None),
+        "generate_share": (sum(child["generate_seconds"][warmup:warmup + steps])
+                           / sum(child["step_seconds"][warmup:warmup + steps]) if child.get("generate_seconds") else None),
         **{k: child.get(k) for k in ("load_seconds", "setup_seconds", "precompute_seconds", "precompute_pairs",
                                      "after_train_seconds", "peak_rss_mb_train", "peak_cuda_mb", "token_count_from",
-                                     "ref_model", "order_matches_protocol", "rows_dropped", "losses", "step_seconds")},
+                                     "ref_model", "order_matches_protocol", "rows_dropped", "losses", "step_seconds",
+                                     "rewards")},
         **proc,
     }
     print(f"[bench]   step {res['step_s_median']:.3f}s  {res['tokens_per_s']:.1f} tok/s  "
@@ -755,8 +995,11 @@ def flush() -> None:
 
 def variants(task: str, lora: bool) -> list[tuple[str, str]]:
     """(framework, reference) pairs to run for one task."""
-    if task == "sft":
+    if task in ("sft", "reward"):
         return [("alignkit", "-"), ("trl", "-")]
+    if task in ONLINE:  # beta 0: no reference model on either side; else a frozen copy on both
+        ref = "none" if ONLINE_BETA[task] == 0 else "copy"
+        return [("alignkit", ref), ("trl", ref)]
     if lora:  # both sides: the reference is the adapter-disabled policy
         return [("alignkit", "adapter"), ("trl", "adapter")]
     return [("alignkit", "precompute"), ("alignkit", "copy"), ("trl", "copy"), ("trl", "precompute")]
@@ -883,7 +1126,7 @@ def machine() -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=MODELS, default="tiny-random")
-    p.add_argument("--task", choices=("sft", "dpo"), default="sft")
+    p.add_argument("--task", choices=("sft", "dpo", "reward", *ONLINE), default="sft")
     p.add_argument("--lora", action="store_true")
     p.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps (default 3)")

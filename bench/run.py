@@ -149,7 +149,7 @@ def child_alignkit(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     from alignkit.core import hookimpl
-    from alignkit.core.pipeline import run_pipeline
+    from alignkit.core.pipeline import remember_overrides, run_pipeline
     from alignkit.core.registry import Registry
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
@@ -230,7 +230,8 @@ def child_alignkit(spec: dict) -> dict:
 
     # Composed exactly as the ``alignkit`` CLI composes it (plugin config roots on the search path).
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        cfg = hydra_compose(CONFIG_NAME, overrides=rewrite_overrides(overrides, registry.config_searchpath()))
+        args = rewrite_overrides(overrides, registry.config_searchpath())
+        cfg = remember_overrides(hydra_compose(CONFIG_NAME, overrides=args), args)  # command-line precedence
     run_dir = Path(spec["run_dir"])
     t_run = time.perf_counter()
     run_pipeline(cfg, run_dir, registry)

@@ -282,30 +282,50 @@ def _optimizer_config(run: RunContext, stage: DictConfig) -> tuple[Any, DictConf
     node: Any = OmegaConf.create({})
     if run.cfg.get("optimizer") is not None and run.cfg.optimizer.get("name") == name:
         node = run.cfg.optimizer
-    if stage.get("config"):
-        node = OmegaConf.merge(node, stage.config)
+    if stage.get("config"):  # may add keys (a stage's own trainer.max_steps); the schemas check them below
+        node = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(node, resolve=True)), stage.config)
     node = OmegaConf.to_container(node, resolve=True)
     trainer_override = node.pop("trainer", None) if isinstance(node, dict) else None
     return entry, (validate_config("optimizer", name, entry.config_schema, node), trainer_override)
 
 
-def explicit_trainer(cfg: DictConfig) -> DictConfig:
-    """The ``trainer.*`` keys the user set on the command line, with their composed values.
+_COMMAND_LINES: dict[int, tuple[Any, list[str]]] = {}
 
-    Precedence is defaults < an optimizer file's own ``trainer:`` node < the command line, so
-    ``alignkit pipeline=dpo trainer.max_steps=45`` means 45 steps even though conf/optimizer/dpo.yaml
-    sets its own. Outside a Hydra app (the compose API in tests) nothing is explicit.
-    """
+
+def remember_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """Record the command-line overrides ``cfg`` was composed with, for a caller that composes
+    through Hydra's compose API (tests, benchmarks) rather than the ``alignkit`` app."""
+    import weakref
+
+    key = id(cfg)
+    _COMMAND_LINES[key] = (weakref.ref(cfg), list(overrides))
+    weakref.finalize(cfg, _COMMAND_LINES.pop, key, None)
+    return cfg
+
+
+def _command_line(cfg: DictConfig) -> list[str]:
+    known = _COMMAND_LINES.get(id(cfg))
+    if known is not None and known[0]() is cfg:
+        return known[1]
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        overrides = list(HydraConfig.get().overrides.task)
+        return list(HydraConfig.get().overrides.task)
     except (ImportError, ValueError):
-        return OmegaConf.create({})
+        return []
+
+
+def explicit_trainer(cfg: DictConfig) -> DictConfig:
+    """The ``trainer.*`` keys the user set on the command line, with their composed values.
+
+    Precedence is defaults < an optimizer file's (or pipeline stage's) own ``trainer:`` node <
+    the command line, so ``alignkit pipeline=dpo trainer.max_steps=5`` means 5 steps even though
+    the dpo pipeline sets its own.
+    """
     explicit = OmegaConf.create({})
-    for item in overrides:
-        key = item.split("=", 1)[0].lstrip("+~")
-        if key.startswith("trainer.") and "=" in item and not item.startswith("~"):
+    for item in _command_line(cfg):
+        key = item.split("=", 1)[0].lstrip("+")
+        if key.startswith("trainer.") and "=" in item:
             value = OmegaConf.select(cfg, key, default=None)
             OmegaConf.update(explicit, key[len("trainer."):], value, force_add=True)
     return explicit

@@ -49,10 +49,12 @@ def compose(overrides: Sequence[str] = (), registry: Registry | None = None) -> 
 
     from alignkit.core.cli import CONFIG_MODULE, CONFIG_NAME, rewrite_overrides
 
+    from alignkit.core.pipeline import remember_overrides
+
     reg = registry or Registry()
     args = rewrite_overrides(list(overrides), reg.config_searchpath())
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        return hydra_compose(CONFIG_NAME, overrides=args)
+        return remember_overrides(hydra_compose(CONFIG_NAME, overrides=args), args)
 
 
 @pytest.fixture

@@ -133,3 +133,13 @@ def test_invalid_optimizer_option_names_the_key(tmp_path, registry):
     cfg = compose(["logger=none", "model=tiny-random", "+optimizer.pakcing=false"])
     with pytest.raises(ConfigError, match=r"optimizer 'sft' has no option 'pakcing'"):
         run_pipeline(cfg, tmp_path, registry)
+
+
+def test_command_line_trainer_keys_beat_a_pipeline_stages_own(run_alignkit):
+    """pipeline=dpo gives its dpo stage 45 steps; `trainer.max_steps=2` on the command line wins."""
+    import json
+
+    rd = run_alignkit("pipeline=dpo", "model=tiny-random", "trainer.max_steps=2", "optimizer.kl_prompts=0")
+    records = [json.loads(line) for line in (rd.path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if r.get("stage") == "dpo" and "loss" in r]
+    assert steps == [1, 2]

@@ -118,7 +118,7 @@ def test_plugins_lists_every_component_with_its_package():
 
 
 def test_command_line_trainer_settings_beat_the_optimizer_files_own(tmp_path):
-    """conf/optimizer/dpo.yaml sets its own learning rate; `trainer.learning_rate=` on the command line wins."""
+    """The dpo pipeline gives its stage its own learning rate; `trainer.learning_rate=` on the command line wins."""
     run = tmp_path / "run"
     fast = [a for a in FAST if not a.startswith("optimizer.")]
     alignkit("pipeline=dpo", *fast, "optimizer.kl_prompts=0", "trainer.max_steps=2", "trainer.warmup_ratio=0", "trainer.lr_scheduler=constant",
@@ -126,9 +126,9 @@ def test_command_line_trainer_settings_beat_the_optimizer_files_own(tmp_path):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     rates = {r["lr"] for r in records if r.get("stage") == "dpo" and "lr" in r}
     assert rates == {0.00123}
-    # Without the override the file's value holds.
+    # Without the override the pipeline's value holds.
     other = tmp_path / "other"
     alignkit("pipeline=dpo", *fast, "optimizer.kl_prompts=0", "trainer.max_steps=1", "trainer.warmup_ratio=0", "trainer.lr_scheduler=constant",
              f"hydra.run.dir={other}")
     records = [json.loads(line) for line in (other / "metrics.jsonl").read_text().splitlines()]
-    assert {r["lr"] for r in records if r.get("stage") == "dpo" and "lr" in r} == {1e-05}
+    assert {r["lr"] for r in records if r.get("stage") == "dpo" and "lr" in r} == {3e-05}

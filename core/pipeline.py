@@ -246,8 +246,9 @@ def expand_rounds(stages: list[DictConfig], rounds: Any = None) -> list[DictConf
             copy = dict(stage, name=f"{stage['name']}_{k}", round=k)
             copy.pop("repeat", None)
             config = copy.get("config")
-            if isinstance(config, dict) and isinstance(config.get("seed"), int) and not isinstance(config["seed"], bool):
-                copy["config"] = dict(config, seed=config["seed"] + k - 1)
+            seed = config.get("seed") if isinstance(config, dict) else None
+            if isinstance(seed, int) and not isinstance(seed, bool):
+                copy["config"] = dict(config, seed=seed + k - 1)
             out.append(OmegaConf.create(copy))
     return out + stages[marked[-1] + 1:]
 

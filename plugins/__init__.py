@@ -17,4 +17,6 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("feedback", "alignkit.plugins.feedback.plugin"),
     ("human", "alignkit.plugins.human.plugin"),
     ("evaluation", "alignkit.plugins.evaluation.plugin"),
+    ("rejection_sampling", "alignkit.plugins.rejection_sampling.plugin"),
+    ("curation", "alignkit.plugins.curation.plugin"),
 )

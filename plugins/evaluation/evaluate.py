@@ -49,7 +49,7 @@ class EvaluateConfig:
     top_p: float = 1.0
     batch_size: int = 16
     seed: Optional[int] = None  # default: trainer.seed
-    reference: str = "auto"  # auto | start | a model spec (alias, folder, hub id)
+    reference: str = "auto"  # auto | start | stage:NAME | a model spec (alias, folder, hub id)
     scorers: list[str] = field(default_factory=list)  # rules package.module:function
     preference_model: bool = True  # score with the configured preference_model, if any
     win_rate: bool = True  # judge policy vs reference with the configured feedback, if any
@@ -103,10 +103,23 @@ def model_artifacts(ctx: StageContext) -> list[str]:
 
 def reference_spec(ctx: StageContext, choice: str) -> ModelSpec:
     """``auto``: the model the last training stage started from (the SFT model after sft -> dpo;
-    the run's ``model=`` when one stage trained); ``start``: the run's ``model=``; else a spec."""
+    the run's ``model=`` when one stage trained); ``start``: the run's ``model=``; ``stage:NAME``:
+    the model stage NAME started from (``stage:label_1``: where round 1 began); else a spec."""
     start = ctx.run.model_spec()
     if choice == "start":
         return start
+    if choice.startswith("stage:"):
+        name = choice[len("stage:"):]
+        if name not in ctx.previous:
+            raise ConfigError(f"evaluate.reference={choice}: no earlier stage named '{name}' ran in this run; "
+                              f"the earlier stages are: {', '.join(ctx.previous) or 'none'}")
+        before = []
+        for stage, result in ctx.previous.items():
+            if stage == name:
+                break
+            if "model" in result.artifacts:
+                before.append(str(ctx.run.run_dir.path / result.artifacts["model"]))
+        return ModelSpec(name_or_path=before[-1], dtype=start.dtype) if before else start
     if choice == "auto":
         models = model_artifacts(ctx)
         if len(models) >= 2:

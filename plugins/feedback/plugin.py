@@ -1,5 +1,6 @@
-"""Built-in plugin: feedback providers ``rule``, ``reward_model``, ``dataset``, ``constitution``
-and the ``label`` and ``critique_revise`` stages."""
+"""Built-in plugin: feedback providers ``rule``, ``reward_model``, ``dataset``, ``constitution``,
+the ``label`` and ``critique_revise`` stages, and preference model ``judge`` (the constitution
+judge as the reward)."""
 
 from __future__ import annotations
 
@@ -48,37 +49,78 @@ def dataset_factory(cfg: Any, ctx: Any) -> Any:
 
 
 def constitution_factory(cfg: Any, ctx: Any) -> Any:
-    import dataclasses
-
-    from alignkit.core import ConfigError
-    from alignkit.plugins.feedback.constitution import BACKENDS, ConstitutionFeedback, ConstitutionFeedbackConfig
+    from alignkit.plugins.feedback.constitution import ConstitutionFeedback, ConstitutionFeedbackConfig
     from alignkit.plugins.feedback.principles import load_constitution
 
     options = _options(cfg, ConstitutionFeedbackConfig)
-    if options.backend not in BACKENDS:
-        raise ConfigError(f"feedback.backend must be one of {', '.join(BACKENDS)}, not '{options.backend}'")
     constitution = load_constitution(options.constitution, options.fewshot)
+    backend = _judge_backend(options, ctx, "feedback")
+    # a failing server loses at most one chunk of answers: the cache stores each chunk as it completes
+    chunk = options.concurrency if options.backend == "openai" else options.batch_size
+    return _cached(ConstitutionFeedback(options, constitution, backend), options, chunk_size=chunk)
+
+
+def _judge_backend(options: Any, ctx: Any, group: str) -> Any:
+    """The constitution judge's backend: an OpenAI-compatible server, or a local model (default:
+    the policy the stage starts from)."""
+    import dataclasses
+
+    from alignkit.core import ConfigError
+    from alignkit.plugins.feedback.constitution import BACKENDS
+
+    if options.backend not in BACKENDS:
+        raise ConfigError(f"{group}.backend must be one of {', '.join(BACKENDS)}, not '{options.backend}'")
     if options.backend == "openai":
         from alignkit.plugins.feedback.judges.openai import OpenAIJudge
 
         if not options.model:
-            raise ConfigError("feedback.backend=openai needs feedback.model=<the served model's name>")
-        backend: Any = OpenAIJudge(base_url=options.base_url, model=options.model, api_key_env=options.api_key_env,
-                                   timeout=options.timeout, retries=options.retries, backoff=options.backoff,
-                                   concurrency=options.concurrency, logprobs=options.logprobs)
-    else:
-        from alignkit.plugins.feedback.judges.local import LocalJudge, model_fingerprint
+            raise ConfigError(f"{group}.backend=openai needs {group}.model=<the served model's name>")
+        return OpenAIJudge(base_url=options.base_url, model=options.model, api_key_env=options.api_key_env,
+                           timeout=options.timeout, retries=options.retries, backoff=options.backoff,
+                           concurrency=options.concurrency, logprobs=options.logprobs)
+    from alignkit.plugins.feedback.judges.local import LocalJudge, model_fingerprint
 
-        spec = ctx.policy if not options.model else dataclasses.replace(ctx.policy, name_or_path=str(options.model),
-                                                                          options={})
-        loaded = ctx.load_model("judge", spec)
-        backend = LocalJudge(loaded.model, loaded.tokenizer, name=spec.name_or_path,
-                             fingerprint=model_fingerprint(spec.name_or_path, spec.options),
-                             batch_size=options.batch_size, max_length=options.max_length,
-                             answer_prefix=options.answer_prefix)
-    # a failing server loses at most one chunk of answers: the cache stores each chunk as it completes
+    spec = ctx.policy if not options.model else dataclasses.replace(ctx.policy, name_or_path=str(options.model),
+                                                                      options={})
+    loaded = ctx.load_model("judge", spec)
+    return LocalJudge(loaded.model, loaded.tokenizer, name=spec.name_or_path,
+                      fingerprint=model_fingerprint(spec.name_or_path, spec.options),
+                      batch_size=options.batch_size, max_length=options.max_length,
+                      answer_prefix=options.answer_prefix)
+
+
+def judge_reward_factory(cfg: Any, ctx: Any) -> Any:
+    """``preference_model=judge``: the constitution judge scoring responses, cached and batched."""
+    from alignkit.core import ConfigError
+    from alignkit.plugins.feedback.constitution import ConstitutionFeedback
+    from alignkit.plugins.feedback.judge_reward import (
+        MODES,
+        JudgeReward,
+        JudgeRewardConfig,
+        ReferenceAnswers,
+        SingleResponseJudge,
+    )
+    from alignkit.plugins.feedback.principles import load_constitution
+
+    options = _options(cfg, JudgeRewardConfig)
+    if options.mode not in MODES:
+        raise ConfigError(f"preference_model.mode must be one of {', '.join(MODES)}, not '{options.mode}'")
+    constitution = load_constitution(options.constitution, options.fewshot)
+    backend = _judge_backend(options, ctx, "preference_model")
     chunk = options.concurrency if options.backend == "openai" else options.batch_size
-    return _cached(ConstitutionFeedback(options, constitution, backend), options, chunk_size=chunk)
+    if options.mode == "single":
+        return JudgeReward(_cached(SingleResponseJudge(options, constitution, backend), options, chunk), options)
+
+    def load() -> Any:  # the policy the stage starts from; the local judge's own copy when it is that model
+        if getattr(backend, "model", None) is not None and not options.model:
+            return backend.model, backend.tokenizer
+        loaded = ctx.load_model("reference")
+        return loaded.model, loaded.tokenizer
+
+    references = ReferenceAnswers(load, options.reference_max_new_tokens, options.batch_size,
+                                  ctx.trainer_settings().max_length)
+    return JudgeReward(_cached(ConstitutionFeedback(options, constitution, backend), options, chunk), options,
+                       references)
 
 
 @hookimpl
@@ -98,6 +140,15 @@ def alignkit_feedback_providers():
     yield FeedbackProviderEntry(name="constitution", factory=constitution_factory,
                                 config_schema=ConstitutionFeedbackConfig,
                                 description="AI judge guided by principles (local model or OpenAI-compatible server).")
+
+
+@hookimpl
+def alignkit_preference_models():
+    from alignkit.core import PreferenceModelEntry
+    from alignkit.plugins.feedback.judge_reward import JudgeRewardConfig
+
+    yield PreferenceModelEntry(name="judge", factory=judge_reward_factory, config_schema=JudgeRewardConfig,
+                               description="The constitution judge as the reward (direct RLAIF), cached and batched.")
 
 
 @hookimpl

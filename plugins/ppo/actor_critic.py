@@ -116,12 +116,13 @@ def critic_from_reward_model(reward_model: Any) -> ValueModel:
 
 class ActorCritic(torch.nn.Module):
     """The policy plus either a separate ``ValueModel`` or a value head on the policy's own
-    hidden states (``critic=shared``: no second backbone, one forward gives both)."""
+    hidden states (``critic=shared``: no second backbone, one forward gives both), or neither
+    (RLOO, GRPO: the policy alone, called with ``with_values=False``)."""
 
     def __init__(self, policy: Any, critic: ValueModel | None = None, shared_head: torch.nn.Linear | None = None):
         super().__init__()
-        if (critic is None) == (shared_head is None):
-            raise ValueError("ActorCritic needs exactly one of a separate critic or a shared value head")
+        if critic is not None and shared_head is not None:
+            raise ValueError("ActorCritic takes a separate critic or a shared value head, not both")
         self.policy, self.critic, self.shared_head = policy, critic, shared_head
 
     def forward(self, batch: PackedBatch, mask: torch.Tensor, temperature: float = 1.0, with_values: bool = True,
@@ -131,7 +132,7 @@ class ActorCritic(torch.nn.Module):
         logps, entropy = token_stats(base.get_output_embeddings(), hidden, batch.targets[batch.target_mask],
                                      temperature, with_entropy)
         values = None
-        if with_values:
+        if with_values and (self.critic is not None or self.shared_head is not None):
             if self.shared_head is not None:
                 values = self.shared_head(hidden.to(self.shared_head.weight.dtype)).squeeze(-1).float()
             else:

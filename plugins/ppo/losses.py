@@ -229,3 +229,107 @@ class RunningMoments:
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.mean, self.var, self.count = float(state["mean"]), float(state["var"]), float(state["count"])
+
+
+# --------------------------------------------------------------------------------------
+# Critic-free policy gradients (RLOO, GRPO): group baselines instead of a value model
+# --------------------------------------------------------------------------------------
+
+
+def _groups(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    scores = scores.detach().float().reshape(-1)
+    if group_size < 2:
+        raise ValueError(f"group advantages need at least 2 samples per prompt, got {group_size}")
+    if scores.numel() % group_size:
+        raise ValueError(f"{scores.numel()} scores do not split into groups of {group_size}")
+    return scores.view(-1, group_size)
+
+
+def rloo_advantages(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """REINFORCE leave-one-out (Kool et al. 2019; Ahmadian et al. 2024): each sample's baseline is
+    the mean score of the *other* samples of its prompt, ``A_i = r_i - mean_{j != i} r_j``.
+
+    ``scores`` is [N] with the ``group_size`` samples of each prompt next to each other; returns [N].
+    """
+    g = _groups(scores, group_size)
+    baseline = (g.sum(dim=1, keepdim=True) - g) / (group_size - 1)
+    return (g - baseline).reshape(-1)
+
+
+def grpo_advantages(scores: torch.Tensor, group_size: int, scale: bool = True, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO (Shao et al. 2024): ``A_i = (r_i - mean(group)) / (std(group) + eps)``, the std with
+    Bessel's correction (as TRL); ``scale=False`` keeps only the mean shift (Dr. GRPO, Liu et al. 2025).
+    A group whose samples all scored the same gets advantage 0: it carries no signal."""
+    g = _groups(scores, group_size)
+    advantages = g - g.mean(dim=1, keepdim=True)
+    if scale:
+        advantages = advantages / (g.std(dim=1, keepdim=True) + eps)
+    return advantages.reshape(-1)
+
+
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
+    """Per-token estimates of KL(policy || reference) from tokens sampled by the policy (Schulman 2020),
+    with ``x = log pi_ref(y) - log pi(y)``: ``k1 = -x`` (unbiased, can be negative), ``k2 = x^2 / 2``,
+    ``k3 = exp(x) - 1 - x`` (unbiased, never negative; GRPO's penalty). Not masked."""
+    x = ref_logprobs.detach() - logprobs
+    if estimator == "k1":
+        return -x
+    if estimator == "k2":
+        return 0.5 * x ** 2
+    if estimator == "k3":
+        return torch.exp(x) - 1.0 - x
+    raise ValueError(f"unknown KL estimator '{estimator}'; use one of {', '.join(KL_ESTIMATORS)}")
+
+
+@dataclass
+class PGStats(LossStats):
+    """``LossStats`` plus the mean per-token KL penalty term (0 without one)."""
+
+    kl: float = 0.0
+
+
+def policy_gradient_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                         mask: torch.Tensor, cliprange: float = 0.2, ref_logprobs: torch.Tensor | None = None,
+                         kl_coef: float = 0.0, kl_estimator: str = "k3",
+                         aggregation: str = "token") -> tuple[torch.Tensor, PGStats]:
+    """The clipped surrogate of RLOO and GRPO: one advantage per response, on each of its tokens.
+
+    Per token: ``max(-A r, -A clip(r, 1 - eps, 1 + eps)) + kl_coef * kl_t`` with
+    ``r = exp(logprobs - old_logprobs)`` and ``kl_t = kl_estimate(logprobs, ref_logprobs, kl_estimator)``
+    (only when ``ref_logprobs`` is given and ``kl_coef > 0``; its gradient flows through ``logprobs``).
+    ``aggregation="token"``: the mean over every response token of the batch (DAPO; TRL's default);
+    ``"sequence"``: each response's token mean, then the mean over responses (the GRPO paper).
+
+    Args:
+        logprobs, old_logprobs, mask: [batch, time]; advantages: [batch] (or [batch, time]).
+    """
+    if aggregation not in ("token", "sequence"):
+        raise ValueError(f"aggregation must be 'token' or 'sequence', not '{aggregation}'")
+    mask = mask.to(logprobs.dtype)
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(1)
+    advantages = advantages.detach().to(logprobs.dtype)
+    log_ratio = (logprobs - old_logprobs.detach()) * mask
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    per_token = torch.maximum(unclipped, clipped)
+    kl = None
+    if ref_logprobs is not None and kl_coef:
+        kl = kl_estimate(logprobs, ref_logprobs, kl_estimator)
+        per_token = per_token + kl_coef * kl
+    if aggregation == "token":
+        loss = masked_mean(per_token, mask)
+    else:
+        loss = ((per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).mean()
+    with torch.no_grad():
+        stats = PGStats(
+            clip_fraction=float(masked_mean((clipped > unclipped).expand_as(mask).to(mask.dtype), mask)),
+            approx_kl=float(masked_mean((ratio - 1.0) - log_ratio, mask)),
+            ratio_mean=float(masked_mean(ratio, mask)),
+            kl=float(masked_mean(kl, mask)) if kl is not None else 0.0,
+        )
+    return loss, stats

@@ -210,7 +210,7 @@ class PPOOptimizer:
                 metrics["lr"] = scheduler.get_last_lr()[0]
                 if progress is not None:
                     progress.update(1)
-                    progress.set_postfix(reward=f"{metrics['reward/mean']:.3f}", kl=f"{metrics['rollout/kl']:.3f}")
+                    progress.set_postfix(reward=f"{metrics['reward/mean']:.3f}", kl=f"{metrics.get('rollout/kl', 0.0):.3f}")
                 if acc.is_main_process and (step % max(1, settings.log_every) == 0 or step == total):
                     ctx.log(step, metrics)
                 final = metrics
@@ -237,6 +237,9 @@ class PPOOptimizer:
             policy = policy.merge_and_unload()
         save_model(policy, tokenizer, ctx.dir / "model")
         result["data/prompts"] = len(pool)
+        if getattr(scorer, "hits", None) is not None:  # a cached scorer (preference_model=judge)
+            result["reward/cache_hits"] = scorer.hits
+            result["reward/cache_misses"] = scorer.misses
         return StageResult(metrics=result, artifacts={"model": ctx.artifact(ctx.dir / "model")})
 
     # ---------------------------------------------------------------------------------
@@ -253,14 +256,7 @@ class PPOOptimizer:
                            batch_size=o.generation_batch_size, min_new_tokens=o.min_new_tokens)
         generate_seconds = time.perf_counter() - started
 
-        raw = scorer.score(rollout.prompts, rollout.responses)
-        raw = torch.as_tensor(raw, dtype=torch.float32).detach().cpu().reshape(-1)
-        if raw.numel() != len(rollout):
-            raise ConfigError(f"the preference model returned {raw.numel()} scores for {len(rollout)} responses")
-        if not torch.isfinite(raw).all():
-            bad = int((~torch.isfinite(raw)).nonzero()[0])
-            raise ConfigError(f"the preference model scored a response {float(raw[bad])} at PPO step {step + 1} "
-                              f"(response={rollout.responses[bad][:120]!r})")
+        raw = self._score(scorer, rollout, step)
         scores = self._shape_scores(raw, rollout.truncated, moments)
 
         mask = response_mask(rollout.response_lengths).to(device)
@@ -301,6 +297,20 @@ class PPOOptimizer:
             **stats,
         }
         return metrics, rollout, raw, kl_seq
+
+    @staticmethod
+    def _score(scorer: Any, rollout: Rollout, step: int) -> torch.Tensor:
+        """The preference model's scores of a rollout, [B] float32 on the CPU; a wrong count or a
+        non-finite score stops the stage naming the response."""
+        raw = scorer.score(rollout.prompts, rollout.responses)
+        raw = torch.as_tensor(raw, dtype=torch.float32).detach().cpu().reshape(-1)
+        if raw.numel() != len(rollout):
+            raise ConfigError(f"the preference model returned {raw.numel()} scores for {len(rollout)} responses")
+        if not torch.isfinite(raw).all():
+            bad = int((~torch.isfinite(raw)).nonzero()[0])
+            raise ConfigError(f"the preference model scored a response {float(raw[bad])} at step {step + 1} "
+                              f"(response={rollout.responses[bad][:120]!r})")
+        return raw
 
     def _shape_scores(self, raw: torch.Tensor, truncated: torch.Tensor, moments: L.RunningMoments) -> torch.Tensor:
         """Scale, penalise truncation, normalise and clip the preference model's scores."""

@@ -1,0 +1,161 @@
+"""The ``best_of_n`` stage: rejection sampling, the data step of Llama-2-Chat's RLHF rounds.
+
+For each prompt the current policy samples ``samples`` responses; the configured preference
+model (a rule, a reward model, the AI judge) scores them; the best-scored one is kept, only
+when its score reaches ``threshold`` if one is set. The winners become an ``sft`` artifact
+(``messages`` = prompt + the winning answer) that the next ``sft`` stage trains on, so
+``best_of_n -> sft`` is one round and ``pipeline=rejection_sampling`` repeats it, each round
+sampling from the policy the previous one trained. Every sample and its score is written to
+``samples.jsonl``, in the order sampled.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from omegaconf import OmegaConf
+
+from alignkit.core import StageResult
+from alignkit.core.errors import ConfigError, DataError
+from alignkit.core.lm import sample_responses
+from alignkit.core.records_io import write_jsonl
+
+log = logging.getLogger("alignkit")
+SPLITS = ("train", "eval")
+
+
+@dataclass
+class BestOfNConfig:
+    """Options of ``optimizer=best_of_n`` (in pipelines: ``best_of_n.*``)."""
+
+    prompts: int = 64  # train prompts; -1: all
+    eval_prompts: int = 0  # held-out prompts whose winners go to eval.jsonl (the sft stage's eval loss)
+    samples: int = 4  # N: responses per prompt
+    threshold: Optional[float] = None  # keep a prompt's best response only when it scores at least this
+    prompt_filter: Optional[str] = None  # package.module:function(prompt) -> bool
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_p: float = 1.0
+    batch_size: int = 16  # sampling batch
+    score_batch_size: int = 64  # responses per preference-model call
+    seed: int = 0  # prompt choice and sampling; a pipeline round adds its number - 1
+
+
+def best_of(scores: list[float], responses: list[str], threshold: float | None) -> int | None:
+    """Index of the best-scored non-empty response (the first of equal bests), or None when there is
+    none or it scores below ``threshold``."""
+    candidates = [i for i, r in enumerate(responses) if r.strip()]
+    if not candidates:
+        return None
+    best = max(candidates, key=lambda i: (scores[i], -i))
+    if threshold is not None and scores[best] < threshold:
+        return None
+    return best
+
+
+class BestOfNOptimizer:
+    """``optimizer=best_of_n``: the policy's best-of-N answers as SFT data."""
+
+    data_parallel = False  # under `accelerate launch` the main process samples and scores
+
+    def __init__(self, config: Any) -> None:
+        data = OmegaConf.to_container(config, resolve=True)
+        data.pop("name", None)
+        self.options = BestOfNConfig(**data)
+        if self.options.samples < 1:
+            raise ConfigError(f"best_of_n.samples must be at least 1, not {self.options.samples}")
+
+    def _prompts(self, ctx: Any, split: str) -> list[Any]:
+        o = self.options
+        limit = o.prompts if split == "train" else o.eval_prompts
+        rows = ctx.dataset("prompts", split)
+        if rows is None or limit == 0:
+            return []
+        prompts = [row["prompt"] for row in rows]
+        if o.prompt_filter:
+            from alignkit.core.callables import load_callable
+
+            keep = load_callable(o.prompt_filter, what="best_of_n.prompt_filter")
+            prompts = [p for p in prompts if keep(p)]
+        random.Random(o.seed).shuffle(prompts)
+        return prompts if limit < 0 else prompts[:limit]
+
+    def _score(self, scorer: Any, prompts: list[Any], responses: list[str]) -> list[float]:
+        out: list[float] = []
+        size = max(1, self.options.score_batch_size)
+        for start in range(0, len(responses), size):
+            values = scorer.score(prompts[start:start + size], responses[start:start + size])
+            values = torch.as_tensor(values, dtype=torch.float32).reshape(-1)
+            if values.numel() != len(responses[start:start + size]) or not torch.isfinite(values).all():
+                raise ConfigError(f"best_of_n: the preference model returned {values.tolist()[:8]} for "
+                                  f"{len(responses[start:start + size])} responses (one finite score each expected)")
+            out.extend(float(v) for v in values)
+        return out
+
+    def run(self, ctx: Any) -> StageResult:
+        o = self.options
+        settings = ctx.trainer_settings()
+        scorer = ctx.preference_model()
+        policy = None
+        rows: dict[str, list[dict]] = {split: [] for split in SPLITS}
+        samples: list[dict] = []
+        stats = {"prompts": 0, "below_threshold": 0, "all_empty": 0, "sum_best": 0.0, "sum_mean": 0.0}
+        for split in SPLITS:
+            prompts = self._prompts(ctx, split)
+            if not prompts:
+                continue
+            if policy is None:
+                policy = ctx.load_model("policy")
+            offset = 0 if split == "train" else 1000
+            repeated = [p for p in prompts for _ in range(o.samples)]  # the N samples of a prompt side by side
+            texts = [text.strip() for _, text in sample_responses(
+                policy.model, policy.tokenizer, repeated, max_new_tokens=o.max_new_tokens, temperature=o.temperature,
+                top_p=o.top_p, batch_size=o.batch_size, seed=o.seed + offset, max_prompt_tokens=settings.max_length)]
+            scores = self._score(scorer, repeated, texts)
+            for i, prompt in enumerate(prompts):
+                group = slice(i * o.samples, (i + 1) * o.samples)
+                responses, values = texts[group], scores[group]
+                best = best_of(values, responses, o.threshold)
+                for j, (text, value) in enumerate(zip(responses, values)):
+                    samples.append({"split": split, "prompt": prompt, "sample": j, "response": text,
+                                    "score": value, "kept": j == best})
+                if split == "train":
+                    stats["prompts"] += 1
+                    stats["sum_mean"] += sum(values) / len(values)
+                    if best is not None:
+                        stats["sum_best"] += values[best]
+                    elif not any(r.strip() for r in responses):
+                        stats["all_empty"] += 1
+                    else:
+                        stats["below_threshold"] += 1
+                if best is not None:
+                    rows[split].append({"messages": [*[dict(m) for m in prompt],
+                                                     {"role": "assistant", "content": responses[best]}],
+                                        "score": values[best], "source": "alignkit-best_of_n"})
+        write_jsonl(ctx.dir / "samples.jsonl", samples)
+        if not rows["train"]:
+            raise DataError(f"best_of_n kept no response: {stats['prompts']} prompts, {stats['below_threshold']} "
+                            f"below best_of_n.threshold={o.threshold}, {stats['all_empty']} with only empty "
+                            f"responses (see {ctx.dir / 'samples.jsonl'})")
+        out = ctx.dir / "sft"
+        for split, kept in rows.items():
+            if kept:
+                write_jsonl(out / f"{split}.jsonl", kept)
+        n = stats["prompts"]
+        metrics = {
+            "best_of_n/prompts": n,
+            "best_of_n/kept": len(rows["train"]),
+            "best_of_n/below_threshold": stats["below_threshold"],
+            "best_of_n/samples_per_prompt": o.samples,
+            "best_of_n/score_mean": stats["sum_mean"] / n,  # the policy's average sample
+            "best_of_n/kept_score_mean": stats["sum_best"] / len(rows["train"]),  # what sft trains on
+            "best_of_n/eval_kept": len(rows["eval"]),
+        }
+        log.info("best_of_n: kept %d of %d prompts' best-of-%d answers (mean score %.3f, kept %.3f)",
+                 len(rows["train"]), n, o.samples, metrics["best_of_n/score_mean"],
+                 metrics["best_of_n/kept_score_mean"])
+        return StageResult(metrics=metrics, artifacts={"sft": ctx.artifact(out)})

@@ -3,7 +3,7 @@
 Transport only, standard library only (urllib + threads), shared by plugins that talk to a
 served model so none of them imports another: timeouts and 429/5xx answers are retried with
 exponential backoff, and a body that is not a chat completion is an error that quotes it.
-The same logic as the constitution judge's HTTP backend (plugins/feedback/judges/openai.py).
+Used by the constitution judge (plugins/feedback/judges/openai.py) and the Self-Instruct teacher.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ class ChatClient:
 
     def __init__(self, *, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
                  retries: int = 3, backoff: float = 1.0, concurrency: int = 4,
-                 error: type[AlignkitError] = ChatServerError) -> None:
+                 error: type[AlignkitError] = ChatServerError, label: str = "server",
+                 failure_hint: str = "") -> None:
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + "/chat/completions"
         self.model = model
@@ -45,6 +46,8 @@ class ChatClient:
         self.backoff = float(backoff)
         self.concurrency = max(1, int(concurrency))
         self.error = error
+        self.label = label  # how messages name the server ("judge server", "teacher server")
+        self.failure_hint = failure_hint  # appended when every attempt failed (what is kept, what to do)
         self.requests = 0
 
     def _headers(self) -> dict[str, str]:
@@ -71,7 +74,7 @@ class ChatClient:
                 if exc.code == 429 or exc.code >= 500:
                     last = f"HTTP {exc.code}: {detail}"
                     continue
-                raise self.error(f"server {self.url} answered HTTP {exc.code}: {detail}") from None
+                raise self.error(f"{self.label} {self.url} answered HTTP {exc.code}: {detail}") from None
             except (TimeoutError, socket.timeout) as exc:
                 last = f"no answer within {self.timeout:g} s ({exc})"
                 continue
@@ -85,21 +88,22 @@ class ChatClient:
             try:
                 parsed = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
-                raise self.error(f"server {self.url} returned a body that is not JSON: "
+                raise self.error(f"{self.label} {self.url} returned a body that is not JSON: "
                                  f"{snippet(raw.decode('utf-8', 'replace'))!r}") from None
             if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list) or not parsed["choices"] \
                     or not isinstance(parsed["choices"][0], dict):
-                raise self.error(f"server {self.url} returned JSON without 'choices': "
+                raise self.error(f"{self.label} {self.url} returned JSON without 'choices': "
                                  f"{snippet(raw.decode('utf-8', 'replace'))!r}")
             return parsed
-        raise self.error(f"server {self.url} failed after {self.retries + 1} attempt(s): {last}")
+        raise self.error(f"{self.label} {self.url} failed after {self.retries + 1} attempt(s): {last}"
+                         + (f". {self.failure_hint}" if self.failure_hint else ""))
 
     def content(self, reply: dict[str, Any]) -> str:
         """The text of the first choice's message."""
         message = reply["choices"][0].get("message")
         content = message.get("content") if isinstance(message, dict) else None
         if not isinstance(content, str):
-            raise self.error(f"server {self.url}: no message content in {snippet(json.dumps(reply))!r}")
+            raise self.error(f"{self.label} {self.url}: no message content in {snippet(json.dumps(reply))!r}")
         return content
 
     @staticmethod

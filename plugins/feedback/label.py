@@ -10,7 +10,6 @@ the same pairs (and the judgement cache answers those already judged).
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -163,17 +162,8 @@ class LabelOptimizer:
         if file.exists():
             return read_jsonl(file)
         limit = o.prompts if split == "train" else o.eval_prompts
-        rows = ctx.dataset("prompts", split)
-        if rows is None or limit == 0:
-            return []
-        prompts = [row["prompt"] for row in rows]
-        if o.prompt_filter:
-            from alignkit.core.callables import load_callable
-
-            keep = load_callable(o.prompt_filter, what="label.prompt_filter")
-            prompts = [p for p in prompts if keep(p)]
-        random.Random(o.seed).shuffle(prompts)
-        prompts = prompts if limit < 0 else prompts[:limit]
+        prompts = ctx.sample_prompts(split, limit=limit, prompt_filter=o.prompt_filter, seed=o.seed,
+                                     option="label.prompt_filter")
         if not prompts:
             return []
         if not hasattr(self, "_policy"):

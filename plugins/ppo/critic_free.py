@@ -31,7 +31,14 @@ from alignkit.core.pipeline import StageContext
 from alignkit.core.types import StageResult
 from alignkit.plugins.ppo import losses as L
 from alignkit.plugins.ppo.actor_critic import ActorCritic, reference_logprobs
-from alignkit.plugins.ppo.ppo import PPOOptimizer, _checkpoints, _weighted, prompt_indices
+from alignkit.plugins.ppo.ppo import (
+    PPOOptimizer,
+    _checkpoints,
+    _weighted,
+    mean_records,
+    prompt_indices,
+    step_unless_drifted,
+)
 from alignkit.plugins.ppo.rollout import PromptPool, Rollout, generate, response_mask
 
 
@@ -279,19 +286,13 @@ class RLOOOptimizer(PPOOptimizer):
                                        "policy/ratio_mean": pg.ratio_mean, "_weight": weight})
                 record = _weighted(mb_records)
                 records.append(record)
-                if o.max_approx_kl > 0 and record["policy/approx_kl"] > o.max_approx_kl:
-                    optimizer.zero_grad(set_to_none=True)
-                    stopped = True
+                stopped = step_unless_drifted(record, o.max_approx_kl, settings.max_grad_norm, acc, model, optimizer)
+                if stopped:
                     break
-                if settings.max_grad_norm and settings.max_grad_norm > 0:
-                    record["grad_norm"] = float(acc.clip_grad_norm_(model.parameters(), settings.max_grad_norm))
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
                 optimizer_steps += 1
             if stopped:
                 break
-        keys = {k for r in records for k in r}
-        out = {k: sum(r[k] for r in records if k in r) / sum(1 for r in records if k in r) for k in keys}
+        out = mean_records(records)
         if not kl_coef:
             out.pop("loss/kl", None)
             out.pop("policy/kl_in_loss", None)

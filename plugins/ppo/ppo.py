@@ -374,20 +374,13 @@ class PPOOptimizer:
                                        "_weight": float(m.sum())})
                 record = _weighted(mb_records)
                 records.append(record)
-                if o.max_approx_kl > 0 and record["policy/approx_kl"] > o.max_approx_kl:
-                    # the policy already drifted past the bound: drop this gradient and end the update
-                    optimizer.zero_grad(set_to_none=True)
-                    stopped = True
+                stopped = step_unless_drifted(record, o.max_approx_kl, settings.max_grad_norm, acc, model, optimizer)
+                if stopped:
                     break
-                if settings.max_grad_norm and settings.max_grad_norm > 0:
-                    record["grad_norm"] = float(acc.clip_grad_norm_(model.parameters(), settings.max_grad_norm))
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
                 optimizer_steps += 1
             if stopped:
                 break
-        keys = {k for r in records for k in r}
-        out = {k: sum(r[k] for r in records if k in r) / sum(1 for r in records if k in r) for k in keys}
+        out = mean_records(records)
         out["policy/entropy"] = sum(entropies) / len(entropies) if entropies else math.nan
         out["update/optimizer_steps"] = optimizer_steps
         out["update/early_stopped"] = float(stopped)
@@ -522,6 +515,26 @@ class PPOOptimizer:
                          "reward": round(float(scores[i]), 4), "kl": round(float(kl_seq[i]), 4),
                          "truncated": bool(rollout.truncated[i])})
         return rows
+
+
+def step_unless_drifted(record: dict[str, float], max_approx_kl: float, max_grad_norm: float, acc: Any, model: Any,
+                        optimizer: Any) -> bool:
+    """One minibatch's optimizer step (gradient clipped, norm into ``record``), unless the policy
+    already drifted past ``max_approx_kl``: then drop the gradient and return True (end the update)."""
+    if max_approx_kl > 0 and record["policy/approx_kl"] > max_approx_kl:
+        optimizer.zero_grad(set_to_none=True)
+        return True
+    if max_grad_norm and max_grad_norm > 0:
+        record["grad_norm"] = float(acc.clip_grad_norm_(model.parameters(), max_grad_norm))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return False
+
+
+def mean_records(records: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Per key, the mean over the minibatch records that have it."""
+    keys = {k for r in records for k in r}
+    return {k: sum(r[k] for r in records if k in r) / sum(1 for r in records if k in r) for k in keys}
 
 
 def _weighted(records: Sequence[dict[str, float]]) -> dict[str, float]:

@@ -12,7 +12,6 @@ sampling from the policy the previous one trained. Every sample and its score is
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -72,17 +71,8 @@ class BestOfNOptimizer:
     def _prompts(self, ctx: Any, split: str) -> list[Any]:
         o = self.options
         limit = o.prompts if split == "train" else o.eval_prompts
-        rows = ctx.dataset("prompts", split)
-        if rows is None or limit == 0:
-            return []
-        prompts = [row["prompt"] for row in rows]
-        if o.prompt_filter:
-            from alignkit.core.callables import load_callable
-
-            keep = load_callable(o.prompt_filter, what="best_of_n.prompt_filter")
-            prompts = [p for p in prompts if keep(p)]
-        random.Random(o.seed).shuffle(prompts)
-        return prompts if limit < 0 else prompts[:limit]
+        return ctx.sample_prompts(split, limit=limit, prompt_filter=o.prompt_filter, seed=o.seed,
+                                  option="best_of_n.prompt_filter")
 
     def _score(self, scorer: Any, prompts: list[Any], responses: list[str]) -> list[float]:
         out: list[float] = []

@@ -229,8 +229,14 @@ def plot(run_dir: Path, out: Path) -> None:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r["stage"] == "ppo" and "reward/mean" in r]
     steps = [r["step"] for r in rows]
+    scorer = "preference model"
+    config = run_dir / ".hydra" / "config.yaml"
+    if config.exists():  # name the reward after the run's preference model (rule, bradley_terry, judge)
+        from omegaconf import OmegaConf
+
+        scorer = str(OmegaConf.select(OmegaConf.load(config), "preference_model.name", default=scorer))
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    axes[0].plot(steps, [r["reward/mean"] for r in rows], marker="o", label="reward (rule)")
+    axes[0].plot(steps, [r["reward/mean"] for r in rows], marker="o", label=f"reward ({scorer})")
     axes[0].plot(steps, [r["reward_with_kl/mean"] for r in rows], marker=".", label="reward - beta * KL")
     axes[0].set_title("reward per rollout batch")
     axes[0].legend()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from alignkit.core.errors import DataError
 from alignkit.core.rundir import atomic_write_text
@@ -21,9 +21,9 @@ def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> int:
     return len(lines)
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every record of a JSONL file; a bad line raises ``DataError`` naming file and line."""
-    rows = []
+def iter_jsonl(path: Path, *, objects: bool = True) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` of each non-blank line; a line that is not JSON (or, with
+    ``objects``, not a JSON object) raises ``DataError`` naming file and line."""
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
@@ -32,7 +32,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"not valid JSON: {exc.msg}", path=str(path), line=number) from exc
-            if not isinstance(row, dict):
+            if objects and not isinstance(row, dict):
                 raise DataError("expected a JSON object", path=str(path), line=number)
-            rows.append(row)
-    return rows
+            yield number, row
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every record of a JSONL file; a bad line raises ``DataError`` naming file and line."""
+    return [row for _, row in iter_jsonl(path)]

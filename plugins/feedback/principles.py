@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from alignkit.core import ConfigError, DataError
+from alignkit.core.records_io import iter_jsonl
 
 FIELDS = ("id", "critique", "revision", "comparison")
 
@@ -115,22 +116,13 @@ def _load_yaml(path: Path) -> Constitution:
 def _load_swarm_jsonl(path: Path) -> Constitution:
     """llm-swarm's format has no comparison question; one is phrased from the critique."""
     principles = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"not valid JSON: {exc.msg}", path=str(path), line=number) from exc
-            if not isinstance(raw, dict):
-                raise DataError("expected a JSON object", path=str(path), line=number)
-            critique = _text(raw.get("critic"), path, "critic", number)
-            revision = _text(raw.get("revision"), path, "revision", number)
-            index = raw.get("index", number - 1)
-            comparison = ("Which of the two assistant responses is better with regard to this request: "
-                          f"\"{revision}\"")
-            principles.append(Principle(f"{path.stem}-{index}", critique, revision, comparison))
+    for number, raw in iter_jsonl(path):
+        critique = _text(raw.get("critic"), path, "critic", number)
+        revision = _text(raw.get("revision"), path, "revision", number)
+        index = raw.get("index", number - 1)
+        comparison = ("Which of the two assistant responses is better with regard to this request: "
+                      f"\"{revision}\"")
+        principles.append(Principle(f"{path.stem}-{index}", critique, revision, comparison))
     if not principles:
         raise DataError("no principles", path=str(path))
     return Constitution(path.stem, tuple(principles))
@@ -140,21 +132,14 @@ def load_fewshot(spec: str) -> tuple[tuple[dict, ...], ...]:
     """Example chats (``{"messages": [...]}`` per line) shown before each critique request."""
     path = Path(spec).expanduser()
     chats = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"not valid JSON: {exc.msg}", path=str(path), line=number) from exc
-            msgs = raw.get("messages") if isinstance(raw, dict) else None
-            if not isinstance(msgs, list) or not msgs or not all(
-                    isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
-                    and isinstance(m.get("content"), str) for m in msgs):
-                raise DataError("expected 'messages': a list of {role, content}", path=str(path), line=number,
-                                field="messages")
-            chats.append(tuple({"role": m["role"], "content": m["content"]} for m in msgs))
+    for number, raw in iter_jsonl(path, objects=False):
+        msgs = raw.get("messages") if isinstance(raw, dict) else None
+        if not isinstance(msgs, list) or not msgs or not all(
+                isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
+                and isinstance(m.get("content"), str) for m in msgs):
+            raise DataError("expected 'messages': a list of {role, content}", path=str(path), line=number,
+                            field="messages")
+        chats.append(tuple({"role": m["role"], "content": m["content"]} for m in msgs))
     return tuple(chats)
 
 

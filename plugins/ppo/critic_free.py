@@ -25,7 +25,7 @@ import torch
 from omegaconf import OmegaConf
 
 from alignkit.core.engine import TrainerConfig
-from alignkit.core.errors import ConfigError, TrainingDiverged
+from alignkit.core.errors import ConfigError
 from alignkit.core.lm import pack
 from alignkit.core.pipeline import StageContext
 from alignkit.core.types import StageResult
@@ -33,11 +33,11 @@ from alignkit.plugins.ppo import losses as L
 from alignkit.plugins.ppo.actor_critic import ActorCritic, reference_logprobs
 from alignkit.plugins.ppo.ppo import (
     PPOOptimizer,
-    _checkpoints,
     _weighted,
     mean_records,
     prompt_indices,
     step_unless_drifted,
+    stop_if_diverged,
 )
 from alignkit.plugins.ppo.rollout import PromptPool, Rollout, generate, response_mask
 
@@ -271,13 +271,7 @@ class RLOOOptimizer(PPOOptimizer):
                         entropies.append(float(entropy.detach()))
                         if o.entropy_coef:
                             loss = loss - o.entropy_coef * entropy
-                    if not torch.isfinite(loss.detach()):
-                        newest = _checkpoints(checkpoint_dir)
-                        where = (f"the newest checkpoint is {newest[-1]}; rerun the same command to resume from it"
-                                 if newest else "no checkpoint was written yet (trainer.checkpoint_every)")
-                        raise TrainingDiverged(
-                            f"stage {self.estimator}: the loss became {float(loss.detach())} at step {step + 1}. "
-                            f"Training stopped; {where}. Lower trainer.learning_rate or raise optimizer.kl_coef.")
+                    stop_if_diverged(loss, self.estimator, step, checkpoint_dir)
                     weight = float(m.sum()) if by_token else float(len(part))
                     acc.backward(loss * (weight / max(total, 1.0)))
                     mb_records.append({"loss": float(loss.detach()), "loss/policy": float(pg_loss.detach()),

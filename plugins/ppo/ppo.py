@@ -360,13 +360,7 @@ class PPOOptimizer:
                         entropies.append(float(entropy.detach()))
                         if o.entropy_coef:
                             loss = loss - o.entropy_coef * entropy
-                    if not torch.isfinite(loss.detach()):
-                        newest = _checkpoints(checkpoint_dir)
-                        where = (f"the newest checkpoint is {newest[-1]}; rerun the same command to resume from it"
-                                 if newest else "no checkpoint was written yet (trainer.checkpoint_every)")
-                        raise TrainingDiverged(
-                            f"stage ppo: the loss became {float(loss.detach())} at step {step + 1}. Training stopped; "
-                            f"{where}. Lower trainer.learning_rate or raise optimizer.kl_coef.")
+                    stop_if_diverged(loss, "ppo", step, checkpoint_dir)
                     acc.backward(loss * (float(m.sum()) / max(weight_total, 1.0)))
                     mb_records.append({"loss/policy": float(pg_loss.detach()), "loss/value": float(vf_loss.detach()),
                                        "policy/clip_fraction": pg.clip_fraction, "policy/approx_kl": pg.approx_kl,
@@ -515,6 +509,18 @@ class PPOOptimizer:
                          "reward": round(float(scores[i]), 4), "kl": round(float(kl_seq[i]), 4),
                          "truncated": bool(rollout.truncated[i])})
         return rows
+
+
+def stop_if_diverged(loss: Any, stage: str, step: int, checkpoint_dir: Path) -> None:
+    """Raise ``TrainingDiverged`` (naming the checkpoint to resume from) when ``loss`` is not finite."""
+    if torch.isfinite(loss.detach()):
+        return
+    newest = _checkpoints(checkpoint_dir)
+    where = (f"the newest checkpoint is {newest[-1]}; rerun the same command to resume from it"
+             if newest else "no checkpoint was written yet (trainer.checkpoint_every)")
+    raise TrainingDiverged(
+        f"stage {stage}: the loss became {float(loss.detach())} at step {step + 1}. Training stopped; "
+        f"{where}. Lower trainer.learning_rate or raise optimizer.kl_coef.")
 
 
 def step_unless_drifted(record: dict[str, float], max_approx_kl: float, max_grad_norm: float, acc: Any, model: Any,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Mapping, Sequence
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -152,6 +152,16 @@ class Judgement:
     principle: str | None = None
     rationale: str | None = None
     annotator: str | None = None
+
+
+def check_batch(provider: str, prompts: Sequence[object], responses_a: Sequence[object],
+                responses_b: Sequence[object]) -> None:
+    """A batch is pairs: prompts, A and B must line up. ``zip`` would quietly judge the shortest
+    length and drop the rest, so a caller's off-by-one would lose labels without a word."""
+    lengths = (len(prompts), len(responses_a), len(responses_b))
+    if len(set(lengths)) != 1:
+        raise ValueError(f"feedback '{provider}': {lengths[0]} prompts, {lengths[1]} responses A and "
+                         f"{lengths[2]} responses B; judge() takes one of each per pair")
 
 
 def stage_dir_name(index: int, stage: str) -> str:

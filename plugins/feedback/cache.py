@@ -16,7 +16,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from alignkit.core import Judgement
+from alignkit.core import Judgement, check_batch
 from alignkit.plugins.feedback.judgement import from_dict, to_dict
 
 log = logging.getLogger("alignkit")
@@ -94,6 +94,7 @@ class CachedFeedback:
 
     def judge(self, prompts: Sequence[Any], responses_a: Sequence[str], responses_b: Sequence[str],
               on_progress: Callable[[int], None] | None = None) -> list[Judgement]:
+        check_batch(str(getattr(self.provider, "name", type(self.provider).__name__)), prompts, responses_a, responses_b)
         keys = [pair_key(self.config, p, a, b) for p, a, b in zip(prompts, responses_a, responses_b)]
         found = self.cache.get_many(keys)
         self.hits += sum(1 for k in keys if k in found)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from alignkit.core import ConfigError
+from alignkit.core import ConfigError, check_batch
 from alignkit.plugins.feedback.judgement import PairJudgement, combine_orders, verdict
 from alignkit.plugins.feedback.principles import Constitution, Principle
 
@@ -140,6 +140,7 @@ class ConstitutionFeedback:
         return self.backend.choice_probs(follow), list(reasons)
 
     def judge(self, prompts: Sequence[Any], responses_a: Sequence[str], responses_b: Sequence[str]) -> list[PairJudgement]:
+        check_batch("constitution", prompts, responses_a, responses_b)
         principles = [self.principle_for(p, a, b) for p, a, b in zip(prompts, responses_a, responses_b)]
         conversations = [self.comparison(p, a, b, pr) for p, a, b, pr in zip(prompts, responses_a, responses_b, principles)]
         if self.options.both_orders:

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from alignkit.core import check_batch
 from alignkit.plugins.feedback.judgement import FeedbackError, PairJudgement
 
 
@@ -60,6 +61,7 @@ class DatasetFeedback:
         return self._index
 
     def judge(self, prompts: Sequence[Any], responses_a: Sequence[str], responses_b: Sequence[str]) -> list[PairJudgement]:
+        check_batch("dataset", prompts, responses_a, responses_b)
         index = self._lookup()
         out = []
         for p, a, b in zip(prompts, responses_a, responses_b):

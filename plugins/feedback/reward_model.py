@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from alignkit.core import check_batch
 from alignkit.plugins.feedback.judgement import PairJudgement, verdict
 
 
@@ -44,6 +45,7 @@ class RewardModelFeedback:
         return out
 
     def judge(self, prompts: Sequence[Any], responses_a: Sequence[str], responses_b: Sequence[str]) -> list[PairJudgement]:
+        check_batch("reward_model", prompts, responses_a, responses_b)
         ra = self._scores(prompts, responses_a)
         rb = self._scores(prompts, responses_b)
         out = []

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from alignkit.core import check_batch
 from alignkit.core.callables import call_scorer, load_callable
 from alignkit.plugins.feedback.judgement import PairJudgement
 
@@ -18,7 +19,7 @@ from alignkit.plugins.feedback.judgement import PairJudgement
 class RuleFeedbackConfig:
     """Options of ``feedback=rule``."""
 
-    fn: str = "alignkit.plugins.rules.demo:arithmetic_correct"
+    fn: str = "alignkit.plugins.rules.demo:arithmetic_graded"
     tolerance: float = 0.0  # |score_a - score_b| <= tolerance is a tie
     temperature: float = 0.0  # > 0: soft label sigmoid((score_a - score_b) / temperature); 0: 1 or 0
     cache: bool = False  # rules are cheap; cache when yours is not
@@ -40,6 +41,7 @@ class RuleFeedback:
         return [call_scorer(self.fn, self.options.fn, p, r) for p, r in zip(prompts, responses)]
 
     def judge(self, prompts: Sequence[Any], responses_a: Sequence[str], responses_b: Sequence[str]) -> list[PairJudgement]:
+        check_batch("rule", prompts, responses_a, responses_b)
         score_a = self.score(prompts, responses_a)
         score_b = self.score(prompts, responses_b)
         out = []

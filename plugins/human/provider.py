@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from alignkit.core import ConfigError, Judgement
+from alignkit.core import ConfigError, Judgement, check_batch
 from alignkit.core.errors import WaitingForFeedback
 from alignkit.plugins.human.agreement import AGGREGATORS, aggregate, flip_rate
 from alignkit.plugins.human.store import Store
@@ -65,6 +65,7 @@ class HumanFeedback:
 
     def judge(self, prompts: Sequence[Any], responses_a: Sequence[str],
               responses_b: Sequence[str]) -> list[Judgement]:
+        check_batch("human", prompts, responses_a, responses_b)
         pairs = [{"prompt": _plain(p), "response_a": a, "response_b": b}
                  for p, a, b in zip(prompts, responses_a, responses_b)]
         ids = self.store.add_items(self.options.project, pairs, overlap=self.options.overlap,

@@ -19,17 +19,13 @@ from alignkit.core.testing import FeedbackProviderContract, OptimizerContract, P
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "alignkit-kto"
 
-TRUNCATES = "judge() returns judgements for the shorter input when prompts/a/b differ in length (zip)"
 SETTINGS = {
     # the data's own label: A is whatever the data says, so swapping A and B does not mirror it
-    ("feedback_provider", "dataset"): {"symmetric": False, "overrides": ("feedback.unknown=tie",),
-                                       "known_failures": {"test_unequal_lengths_are_an_error": TRUNCATES}},
+    ("feedback_provider", "dataset"): {"symmetric": False, "overrides": ("feedback.unknown=tie",)},
     # an AI judge reads A first: position bias is real, and it samples
-    ("feedback_provider", "constitution"): {"symmetric": False, "deterministic": False,
-                                            "known_failures": {"test_unequal_lengths_are_an_error": TRUNCATES}},
-    ("feedback_provider", "human"): {"overrides": ("feedback.db=sqlite:///{tmp}/labels.db",),
-                                     "known_failures": {"test_unequal_lengths_are_an_error": TRUNCATES}},
-    ("feedback_provider", "rule"): {"known_failures": {"test_unequal_lengths_are_an_error": TRUNCATES}},
+    ("feedback_provider", "constitution"): {"symmetric": False, "deterministic": False},
+    ("feedback_provider", "human"): {"overrides": ("feedback.db=sqlite:///{tmp}/labels.db",)},
+    ("feedback_provider", "rule"): {},
 }
 """What a component declares about itself, and contract violations its owner has yet to fix
 (strict xfail: the fix turns the test red until the entry is removed here)."""

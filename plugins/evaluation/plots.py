@@ -125,6 +125,21 @@ def reward_vs_kl(kl: Sequence[float], rewards: Sequence[float], reference_reward
     return _save(fig, path)
 
 
+def by_round(rounds: Sequence[int], series: Mapping[str, Sequence[float | None]], path: Path) -> Path:
+    """One panel per quantity (rewards, KL, win rate) against the round number."""
+    plt = _plt()
+    names = list(series)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.0), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        points = [(k, v) for k, v in zip(rounds, series[name]) if v is not None]
+        ax.plot([k for k, _ in points], [v for _, v in points], marker="o")
+        ax.set_xlabel("round")
+        ax.set_xticks(list(rounds))
+        ax.set_title(name, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def frontier(points: Sequence[Mapping[str, Any]], metric: str, path: Path, budget: float | None = None,
              best: str | None = None) -> Path:
     """Reward against KL, one point per run, labelled; the Pareto front joined; the budget dashed."""

@@ -69,6 +69,10 @@ def _change(p: Any, r: Any) -> str:
     return "-"
 
 
+def _samples_phrase(k: int) -> str:
+    return "one sample each" if k == 1 else f"{k} samples each"
+
+
 def evaluation_rows(m: Mapping[str, float], scorers: Sequence[str]) -> list[list[str]]:
     """The report's main table: metric | policy | reference | change."""
     rows: list[list[str]] = []
@@ -80,6 +84,9 @@ def evaluation_rows(m: Mapping[str, float], scorers: Sequence[str]) -> list[list
     for name in scorers:
         add(f"reward `{name}` (mean)", m.get(f"reward/{name}/policy_mean"), m.get(f"reward/{name}/reference_mean"))
         add(f"reward `{name}` (std)", m.get(f"reward/{name}/policy_std"), m.get(f"reward/{name}/reference_std"))
+        if m.get(f"reward/{name}/gain_stderr") is not None and m.get(f"reward/{name}/gain") is not None:
+            rows.append([f"reward `{name}`: gain ± standard error (paired by prompt)",
+                         f"{fmt(m[f'reward/{name}/gain'])} ± {fmt(m[f'reward/{name}/gain_stderr'])}", "-", "-"])
     if "win/n" in m:
         rows.append(["win rate over reference (95% CI)",
                      f"{fmt(m['win/win_rate'])} [{fmt(m['win/win_rate_ci_low'])}, {fmt(m['win/win_rate_ci_high'])}]",
@@ -129,9 +136,42 @@ def training_trajectory(records: Sequence[Mapping[str, Any]]) -> tuple[list[tupl
     return [], ""
 
 
+def round_table(run_dir: Path, stage: str | None, m: Mapping[str, float],
+                scorers: Sequence[str]) -> tuple[list[int], dict[str, list[float | None]]]:
+    """Per-round evaluation figures of a round pipeline: ``rounds.jsonl``'s ``evaluate/*`` metrics
+    for earlier rounds and ``m`` (the evaluation being written) for ``stage``'s own round, which
+    ``rounds.jsonl`` holds only once the stage has finished. Empty for a pipeline without rounds."""
+    import re
+
+    from alignkit.core.pipeline import ROUNDS
+
+    by_round: dict[int, dict[str, Any]] = {}
+    file = Path(run_dir) / ROUNDS
+    if file.exists():
+        for line in file.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            by_round[int(row["round"])] = {k[len("evaluate/"):]: v for k, v in row.get("metrics", {}).items()
+                                           if k.startswith("evaluate/")}
+    match = re.fullmatch(r".+_(\d+)", stage or "")
+    if match and (by_round or int(match.group(1)) > 1):
+        by_round[int(match.group(1))] = dict(m)
+    by_round = {k: v for k, v in by_round.items() if v}
+    if not by_round:
+        return [], {}
+    rounds = sorted(by_round)
+    keys = {f"reward {name.rsplit(':', 1)[-1]}": f"reward/{name}/policy_mean" for name in scorers}
+    keys.update({"KL per response (nats)": "kl/per_sequence", "win rate vs reference": "win/win_rate"})
+    series = {label: [by_round[k].get(key) for k in rounds] for label, key in keys.items()}
+    return rounds, {label: values for label, values in series.items() if any(v is not None for v in values)}
+
+
 def write_run_report(run_dir: Path, results: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
-                     n_samples: int = 4) -> Path:
-    """``report.md`` and ``plots/*.png`` in the run directory, from the evaluate stage's results."""
+                     n_samples: int = 4, stage: str | None = None) -> Path:
+    """``report.md`` and ``plots/*.png`` in the run directory, from the evaluate stage's results
+    (``stage``: that stage's name, which places it among the rounds of a round pipeline)."""
     run_dir = Path(run_dir)
     m = results["metrics"]
     scorers = list(results.get("scorers", []))
@@ -161,7 +201,8 @@ def write_run_report(run_dir: Path, results: Mapping[str, Any], samples: Sequenc
                            if s != "evaluate") + ", evaluate (this report).")
     out.append("")
     out.append(f"Policy `{results['policy']}` against reference `{results['reference']}` on {results['prompts']} "
-               f"held-out prompts, one sample each (seed {results['seed']}, temperature {results['temperature']}, "
+               f"held-out prompts, "
+               f"{_samples_phrase(results.get('samples_per_prompt', 1))} (seed {results['seed']}, temperature {results['temperature']}, "
                f"up to {results['max_new_tokens']} new tokens).")
     overrides = run_dir / ".hydra" / "overrides.yaml"
     if overrides.exists():
@@ -181,6 +222,12 @@ def write_run_report(run_dir: Path, results: Mapping[str, Any], samples: Sequenc
                                                 evaluation_rows(m, scorers)), ""]
     if not scorers:
         out += ["No reward was measured: configure `preference_model=...` or `evaluate.scorers=[pkg.mod:fn]`.", ""]
+    rounds, series = round_table(run_dir, stage, m, scorers)
+    if rounds and series:
+        out += ["## By round", "", "Each round's evaluation against the same reference, prompts and seed.", "",
+                table(["round", *series], [[k, *(fmt(series[s][i]) for s in series)] for i, k in enumerate(rounds)]),
+                ""]
+        images.insert(0, ("By round", plots.by_round(rounds, series, plot_dir / "rounds.png")))
     out += ["## Plots", ""]
     for title, path in images:
         out += [f"### {title}", "", f"![{title}]({path.relative_to(run_dir)})", ""]

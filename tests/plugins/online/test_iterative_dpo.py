@@ -77,6 +77,17 @@ def test_each_round_trains_against_the_previous_rounds_policy(run_alignkit, tmp_
         assert all(key in r["metrics"] for r in rounds), key
     assert rounds[1]["metrics"]["dpo/eval/kl_per_sequence"] == stages["dpo_2"]["metrics"]["eval/kl_per_sequence"]
 
+    # the last round's report plots and tabulates every round, each from its own evaluate stage
+    report = (rd.path / "report.md").read_text()
+    assert "## By round" in report and (rd.path / "plots" / "rounds.png").stat().st_size > 1000
+    from alignkit.plugins.evaluation.report import fmt
+
+    lines = [line for line in report.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    assert len(lines) == 2
+    for k, line in enumerate(lines, start=1):
+        wanted = stages[f"evaluate_{k}"]["metrics"]["reward/variety/policy_mean"]
+        assert line.split(" | ")[1] == fmt(wanted)
+
 
 def rd_options():
     from alignkit.core.testing import compose

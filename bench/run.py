@@ -1190,7 +1190,8 @@ def main() -> None:
     started = time.strftime("%Y%m%d-%H%M%S")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     _SINK["out"] = Path(args.out) if args.out else RESULTS_DIR / f"{started}.json"
-    _SINK["meta"] = {"machine": machine(), "argv": sys.argv, "threads": THREADS, "device": DEVICE}
+    _SINK["meta"] = {"machine": machine(), "argv": sys.argv, "threads": THREADS, "device": DEVICE,
+                     "matmul_peak_gflops": matmul_peak(THREADS)}
     data = prepare_data(args.data, long_tokens=1 if args.seqlen else 0)
     try:
         if args.seqlen:
@@ -1213,6 +1214,7 @@ def main() -> None:
         seq_results = [r for r in _SINK["runs"] if r.get("label") == "seqlen"]
         if results:
             print("\n" + table(results) + "\n\n" + ratio_table(results))
+            print("\n" + peak_note(_SINK["meta"].get("matmul_peak_gflops"), results))
         if seq_results:
             print("\n" + seqlen_table(seq_results))
         print(f"\n[bench] results: {_SINK['out']}")

@@ -44,6 +44,8 @@ class EvaluateConfig:
     """Options of the evaluate stage (``evaluate.*`` on the command line)."""
 
     num_prompts: int = 24
+    prompt_filter: Optional[str] = None  # package.module:function(prompt) -> bool: only these held-out prompts
+    samples: int = 1  # responses per prompt and model (more: a less noisy reward comparison)
     max_new_tokens: int = 48
     temperature: float = 1.0  # 1.0 keeps the KL estimate unbiased
     top_p: float = 1.0
@@ -67,15 +69,21 @@ class EvaluateConfig:
 # -- prompts and models ---------------------------------------------------------------------
 
 
-def held_out_prompts(ctx: StageContext, limit: int) -> list[list[dict]]:
+def held_out_prompts(ctx: StageContext, limit: int, prompt_filter: Optional[str] = None) -> list[list[dict]]:
     """Up to ``limit`` distinct held-out prompts: the eval split of prompts, then the prompts of
-    held-out preference pairs and SFT conversations (the demo data holds only 10 eval prompts)."""
+    held-out preference pairs and SFT conversations (the demo data holds only 10 eval prompts);
+    with ``prompt_filter`` only those it keeps (e.g. the questions a rule can verify)."""
     out: list[list[dict]] = []
     seen: set[str] = set()
+    keep = None
+    if prompt_filter:
+        from alignkit.core.callables import load_callable
+
+        keep = load_callable(prompt_filter, what="evaluate.prompt_filter")
 
     def add(messages: Any) -> None:
         key = json.dumps(messages, sort_keys=True)
-        if messages and key not in seen and len(out) < limit:
+        if messages and key not in seen and len(out) < limit and (keep is None or keep(messages)):
             seen.add(key)
             out.append([{"role": m["role"], "content": m["content"]} for m in messages])
 
@@ -170,6 +178,8 @@ class Evaluator:
         self.options = EvaluateConfig(**data)
         if self.options.num_prompts <= 0:
             raise ConfigError("evaluate.num_prompts must be at least 1")
+        if self.options.samples <= 0:
+            raise ConfigError("evaluate.samples must be at least 1")
 
     # The stage ----------------------------------------------------------------------------
     def run(self, ctx: StageContext) -> StageResult:
@@ -177,17 +187,20 @@ class Evaluator:
         started = time.time()
         settings = ctx.trainer_settings()
         seed = settings.seed if o.seed is None else o.seed
-        prompts = held_out_prompts(ctx, o.num_prompts)
+        prompts = held_out_prompts(ctx, o.num_prompts, o.prompt_filter)
         if not prompts:
-            raise ConfigError("evaluate: the data has no held-out prompts (eval split of prompts, "
+            kept = f" that evaluate.prompt_filter={o.prompt_filter} keeps" if o.prompt_filter else ""
+            raise ConfigError(f"evaluate: the data has no held-out prompts{kept} (eval split of prompts, "
                               "preferences or sft); set data.eval_fraction or give data.prompts an eval file")
+        distinct = len(prompts)
+        prompts = [p for p in prompts for _ in range(o.samples)]
         policy = ctx.load_model("policy")
         ref_spec = reference_spec(ctx, o.reference)
         same = ref_spec.name_or_path == ctx.policy.name_or_path and dict(ref_spec.options) == dict(ctx.policy.options)
         reference = policy if same else ctx.load_model("reference", ref_spec)
         _to_accelerator(policy, reference)
-        log.info("evaluate: policy %s against reference %s on %d prompts", ctx.policy.name_or_path,
-                 ref_spec.name_or_path, len(prompts))
+        log.info("evaluate: policy %s against reference %s on %d prompts x %d samples", ctx.policy.name_or_path,
+                 ref_spec.name_or_path, distinct, o.samples)
 
         # One sampling pass per model over every prompt set: the held-out prompts, the safety
         # prompts and the sycophancy probes (fewer generate calls; the same seed for both models).
@@ -199,9 +212,9 @@ class Evaluator:
         n, k = len(prompts), len(safety_rows)
         pol, ref = pol_all[:n], ref_all[:n]
         results: dict[str, Any] = {"policy": ctx.policy.name_or_path, "reference": ref_spec.name_or_path,
-                                   "prompts": len(prompts), "seed": seed, "max_new_tokens": o.max_new_tokens,
+                                   "prompts": distinct, "samples_per_prompt": o.samples, "seed": seed, "max_new_tokens": o.max_new_tokens,
                                    "temperature": o.temperature, "warnings": []}
-        m: dict[str, float] = {"eval/prompts": len(prompts)}
+        m: dict[str, float] = {"eval/prompts": distinct, "eval/samples": len(prompts)}
         pol_text = [t for _, t in pol]
         ref_text = [t for _, t in ref]
 
@@ -232,6 +245,7 @@ class Evaluator:
             for who, values in (("policy", ps), ("reference", rs)):
                 for key, value in M.summary_stats(values).items():
                     m[f"reward/{name}/{who}_{key}"] = value
+            m[f"reward/{name}/gain_stderr"] = M.paired_gain_stderr(ps, rs, o.samples)
             analysis = M.length_explained_gain(ps, pol_len, rs, ref_len)
             for key in ("gain", "correlation", "share", "length_gain"):
                 if analysis[key] is not None:
@@ -280,7 +294,7 @@ class Evaluator:
         if o.report:
             from alignkit.plugins.evaluation.report import write_run_report
 
-            report = write_run_report(ctx.run.run_dir.path, results, rows, o.samples_in_report)
+            report = write_run_report(ctx.run.run_dir.path, results, rows, o.samples_in_report, stage=ctx.name)
             artifacts["report"] = ctx.artifact(report)
         return StageResult(metrics=m, artifacts=artifacts)
 

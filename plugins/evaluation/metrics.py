@@ -240,6 +240,18 @@ def summary_stats(values: Sequence[float]) -> dict[str, float]:
             "q25": q[0], "median": q[1], "q75": q[2]}
 
 
+def paired_gain_stderr(policy: Sequence[float], reference: Sequence[float], group: int = 1) -> float:
+    """Standard error of the mean reward gain (policy minus reference), pairing the two models'
+    scores on the same prompt; the ``group`` responses of one prompt count as one observation,
+    so repeated samples of a prompt do not pass for independent prompts. 0.0 for one prompt."""
+    diffs = [p - r for p, r in zip(policy, reference)]
+    group = max(1, group)
+    per_prompt = [sum(diffs[i:i + group]) / len(diffs[i:i + group]) for i in range(0, len(diffs), group)]
+    if len(per_prompt) < 2:
+        return 0.0
+    return statistics.stdev(per_prompt) / math.sqrt(len(per_prompt))
+
+
 def verbosity_warning(scorer: str, analysis: dict[str, float | None], threshold: float) -> str | None:
     """The warning for a reward gain that length explains (``length_explained_gain``), or None."""
     share = analysis.get("share")

@@ -125,24 +125,55 @@ def _same(x: float, y: float) -> bool:
     return not float(y).is_integer() and abs(x - y) < 0.005 + 1e-9  # "5.08" for 5.08, rounded to 2 places
 
 
-def arithmetic_correct(prompt: Any, response: str) -> float:
-    """1.0 when the response's final number is the true answer, else 0.0.
+def _final_number(prompt: Any, response: str) -> tuple[float, float | None] | None:
+    """(true answer, the response's final number or None) for a verifiable prompt, else None.
 
     The final number is the last number in the response that is not one of the question's
-    own numbers ("717 + 82 = 799." -> 799; "46 hours is 2760 minutes." -> 2760), so restating
-    the question is fine but ending on a wrong number ("799. No wait, 800") is not.
-    Unverifiable prompts score ``UNVERIFIABLE`` (0.0; see the module docstring).
+    own numbers ("717 + 82 = 799." -> 799; "46 hours is 2760 minutes." -> 2760). When every
+    number is an operand the answer may coincide with one (7 * 1 = 7): the last number counts
+    if it is the answer; a bare restatement of the question ("711 - 601") gives None.
     """
     expected = expected_answer(prompt)
     if expected is None:
-        return UNVERIFIABLE
+        return None
     answer, operands = expected
     numbers = [_to_float(n) for n in _NUMBER.findall(response or "")]
     candidates = [n for n in numbers if not any(_same(n, o) for o in operands)]
-    if not candidates:
-        # The answer may coincide with an operand (7 * 1 = 7): then the last number must be it.
-        return 1.0 if numbers and _same(numbers[-1], answer) else 0.0
-    return 1.0 if _same(candidates[-1], answer) else 0.0
+    if candidates:
+        return answer, candidates[-1]
+    return answer, (numbers[-1] if numbers and _same(numbers[-1], answer) else None)
+
+
+def arithmetic_correct(prompt: Any, response: str) -> float:
+    """1.0 when the response's final number is the true answer, else 0.0.
+
+    Restating the question is fine but ending on a wrong number ("799. No wait, 800") is not.
+    Unverifiable prompts score ``UNVERIFIABLE`` (0.0; see the module docstring).
+    """
+    found = _final_number(prompt, response)
+    if found is None or found[1] is None:
+        return UNVERIFIABLE if found is None else 0.0
+    answer, given = found
+    return 1.0 if _same(given, answer) else 0.0
+
+
+def arithmetic_graded(prompt: Any, response: str) -> float:
+    """Partial credit: 1.0 for the right answer, ``0.5 / (1 + relative error)`` for a wrong
+    final number (so any right answer beats every wrong one), 0.0 for no number at all.
+
+    Why: a 135M model gets few demo questions exactly right (about 8% after the demo SFT),
+    so an exact-match rule leaves most sampled pairs tied and DPO with almost nothing to learn
+    from. Closeness decides nearly every pair ("711 - 601 = 32" beats "= 599") while keeping
+    the ranking of the exact rule: the right answer is still the best one.
+    """
+    found = _final_number(prompt, response)
+    if found is None or found[1] is None:
+        return UNVERIFIABLE if found is None else 0.0
+    answer, given = found
+    if _same(given, answer):
+        return 1.0
+    relative_error = abs(given - answer) / max(abs(answer), 1.0)
+    return 0.5 / (1.0 + relative_error)
 
 
 def concise(prompt: Any, response: str, max_words: int = 40) -> float:

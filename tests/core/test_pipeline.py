@@ -130,7 +130,7 @@ def test_unknown_stage_optimizer_fails_before_any_work(tmp_path):
 
 
 def test_invalid_optimizer_option_names_the_key(tmp_path, registry):
-    cfg = compose(["logger=none", "model=tiny-random", "+optimizer.pakcing=false"])
+    cfg = compose(["pipeline=sft", "logger=none", "model=tiny-random", "+optimizer.pakcing=false"])
     with pytest.raises(ConfigError, match=r"optimizer 'sft' has no option 'pakcing'"):
         run_pipeline(cfg, tmp_path, registry)
 

@@ -89,3 +89,28 @@ def test_critique_revise_needs_a_provider_that_can_revise(run_alignkit):
 
     with pytest.raises(ConfigError, match="use feedback=constitution"):
         run_alignkit("pipeline=rlaif_dpo", "feedback=rule", "critique_revise.prompts=1")
+
+
+def test_the_bare_command_runs_the_preference_pipeline_with_the_graded_demo_rule(run_alignkit, compose_config, tmp_path):
+    """`alignkit` with no arguments: SFT -> label (graded arithmetic rule) -> DPO -> evaluate."""
+    cfg = compose_config()
+    assert cfg.pipeline.name == "preference" and cfg.model.name_or_path == "smollm2-135m-instruct"
+    assert [s.name for s in cfg.pipeline.stages] == ["sft", "label", "dpo", "evaluate"]
+    assert cfg.feedback.name == "rule" and cfg.feedback.fn == "alignkit.plugins.rules.demo:arithmetic_graded"
+    assert cfg.evaluate.prompt_filter == "alignkit.plugins.rules.demo:verifiable"
+    assert "alignkit.plugins.rules.demo:arithmetic_correct" in cfg.evaluate.scorers
+
+    # the same defaults on tiny-random, sizes made smaller; a random model writes no numbers, so
+    # every pair is a tie, kept here as a strength-0.5 pair so that DPO has something to run on
+    rd = run_alignkit(*LABEL_FAST, *DPO_FAST, "label.calibration.enabled=false", "label.keep_ties=true",
+                      f"optimizer.cache_dir={tmp_path / 'ref'}")
+    stages = summary(rd)
+    assert list(stages) == ["sft", "label", "dpo", "evaluate"]
+    assert all(s["status"] == "completed" for s in stages.values())
+    judged = jsonl(rd.path / "02-label/judgements.jsonl")
+    from alignkit.plugins.rules.demo import verifiable
+
+    assert judged and all(verifiable(j["prompt"]) for j in judged), "only questions the rule can check are labelled"
+    assert all(j["annotator"] == "alignkit.plugins.rules.demo:arithmetic_graded" for j in judged)
+    m = stages["evaluate"]["metrics"]
+    assert m["eval/samples"] == 2 * m["eval/prompts"] and "reward/arithmetic_graded/gain_stderr" in m

@@ -28,9 +28,10 @@ def test_rule_provider_soft_labels_and_tolerance(stage_ctx, rules_module):
 
 
 def test_rule_provider_with_the_demo_ground_truth(stage_ctx):
-    provider = stage_ctx("feedback=rule").feedback()  # default fn: alignkit.plugins.rules.demo:arithmetic_correct
-    got = provider.judge([P, P], ["2 + 3 = 5.", "2 + 3 = 6."], ["2 + 3 = 6.", "2 + 3 = 5."])
-    assert [j.preferred for j in got] == ["a", "b"]
+    provider = stage_ctx("feedback=rule").feedback()  # default fn: alignkit.plugins.rules.demo:arithmetic_graded
+    got = provider.judge([P, P, P], ["2 + 3 = 5.", "2 + 3 = 6.", "2 + 3 = 9."], ["2 + 3 = 6.", "2 + 3 = 5.", "2 + 3 = 6."])
+    # right beats wrong either way round, and of two wrong answers the closer one wins
+    assert [j.preferred for j in got] == ["a", "b", "b"]
 
 
 def test_rule_provider_names_a_bad_function(stage_ctx):

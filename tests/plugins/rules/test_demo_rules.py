@@ -88,3 +88,25 @@ def test_concise_rules():
     q = user("What is 2 + 3?")
     assert arithmetic_concise(q, "5") > arithmetic_concise(q, "Well, let me think about it, 2 + 3 = 5.") > 1.0
     assert arithmetic_concise(q, "6") == 0.0
+
+
+def test_graded_rule_gives_partial_credit_by_closeness_and_keeps_the_exact_ranking():
+    from alignkit.plugins.rules.demo import arithmetic_graded
+
+    q = user("What is 711 - 601?")
+    right, close, far = (arithmetic_graded(q, r) for r in ("711 - 601 = 110.", "711 - 601 = 32.", "711 - 601 is 599."))
+    assert right == 1.0
+    assert close == pytest.approx(0.5 / (1 + 78 / 110))
+    assert far == pytest.approx(0.5 / (1 + 489 / 110))
+    assert right > close > far > 0.0
+    # no answer at all (nothing, or only the question's own numbers) earns nothing
+    assert arithmetic_graded(q, "I am not sure.") == 0.0
+    assert arithmetic_graded(q, "711 - 601") == 0.0
+    # every wrong answer stays below every right one, however close
+    assert arithmetic_graded(q, "711 - 601 = 111.") < 0.5
+    # the answer may equal an operand; unverifiable prompts score 0
+    assert arithmetic_graded(user("What is 7 * 1?"), "7 * 1 = 7") == 1.0
+    assert arithmetic_graded(user("What is the capital of France?"), "Paris, 42") == 0.0
+    # a conversion off by a factor of ten gets less than one off by a little
+    km = user("Convert 3 kilometers to meters.")
+    assert arithmetic_graded(km, "3 kilometers is 2900 meters.") > arithmetic_graded(km, "3 kilometers is 300 meters.")

@@ -30,6 +30,7 @@ from alignkit.core.lm import pack
 from alignkit.core.pipeline import StageContext
 from alignkit.core.types import StageResult
 from alignkit.plugins.ppo import losses as L
+from alignkit.plugins.ppo import sharding as S
 from alignkit.plugins.ppo.actor_critic import ActorCritic, reference_logprobs
 from alignkit.plugins.ppo.ppo import (
     PPOOptimizer,
@@ -177,14 +178,20 @@ class RLOOOptimizer(PPOOptimizer):
         started = time.perf_counter()
         device = acc.device
         prompts = prompt_indices(len(pool), settings.batch_size // k, settings.seed, step)
+        # under N processes each samples, scores and trains on its own prompts (their k samples together)
+        prompts = S.local_slice(prompts, "the prompts per step (trainer.batch_size / optimizer.samples_per_prompt)")
         indices = [i for i in prompts for _ in range(k)]  # the k samples of a prompt side by side
+        n = len(indices)
         policy = unwrap().policy
         rollout = generate(policy, tokenizer, pool, indices, max_new_tokens=o.max_new_tokens,
                            temperature=o.temperature, top_p=o.top_p, seed=settings.seed * 100_003 + step,
-                           batch_size=o.generation_batch_size, min_new_tokens=o.min_new_tokens)
+                           batch_size=o.generation_batch_size, min_new_tokens=o.min_new_tokens,
+                           first_chunk=S.first_chunk(n, o.generation_batch_size))
         generate_seconds = time.perf_counter() - started
-        raw = self._score(scorer, rollout, step)
-        scores = self._shape_scores(raw, rollout.truncated, moments)
+        # reward shaping and baselines see the whole step's batch, gathered from every process
+        raw = S.gather_cat(self._score(scorer, rollout, step))
+        truncated = S.gather_cat(rollout.truncated)
+        scores = S.mine(self._shape_scores(raw, truncated, moments), n)
 
         temperature = o.temperature if o.temperature > 0 else 1.0
         mask = response_mask(rollout.response_lengths).to(device)
@@ -203,15 +210,18 @@ class RLOOOptimizer(PPOOptimizer):
             if o.kl_penalty == "reward" and ref_logps is not None and kl_ctl.value:
                 penalty = (L.kl_estimate(old.logprobs, ref_logps, o.kl_estimator) * mask).sum(dim=1)
                 returns = penalised = scores.to(device) - kl_ctl.value * penalty
-            advantages = self.advantages(returns.cpu()).to(device)
+            all_advantages = self.advantages(S.gather_cat(returns.cpu()))
+            advantages = S.mine(all_advantages, n).to(device)
         kl_loss = kl_ctl.value if o.kl_penalty == "loss" and ref_logps is not None else 0.0
         stats = self._update(model, optimizer, rollout, mask, old.logprobs, ref_logps, advantages, kl_loss,
                              settings, step, acc, checkpoint_dir)
 
-        kl_seq, penalised = kl_seq.cpu(), penalised.cpu()
-        kl_ctl.update(float(kl_seq.mean()), len(rollout))
-        elapsed = time.perf_counter() - started
-        tokens = int(rollout.response_lengths.sum())
+        local_kl = kl_seq.cpu()
+        kl_all, penalised = S.gather_cat(local_kl), S.gather_cat(penalised.cpu())
+        lengths = S.gather_cat(rollout.response_lengths)
+        kl_ctl.update(float(kl_all.mean()), len(kl_all))
+        elapsed = S.global_max(time.perf_counter() - started)
+        tokens = int(lengths.sum())
         groups = raw.view(-1, k)
         metrics = {
             "reward/mean": float(raw.mean()),
@@ -219,19 +229,20 @@ class RLOOOptimizer(PPOOptimizer):
             "reward_with_kl/mean": float(penalised.mean()),
             "reward_with_kl/std": float(penalised.std()) if len(raw) > 1 else 0.0,
             "reward/zero_std_fraction": float((groups.max(dim=1).values == groups.min(dim=1).values).float().mean()),
-            "advantage/abs_mean": float(advantages.abs().mean()),
+            "advantage/abs_mean": float(all_advantages.abs().mean()),
             "rollout/kl_coef": kl_ctl.value,
-            "rollout/response_length_mean": float(rollout.response_lengths.float().mean()),
-            "rollout/truncated_fraction": float(rollout.truncated.float().mean()),
-            "rollout/sequence_tokens": float(sum(len(s.input_ids) for s in rollout.sequences)),
-            "time/generate_seconds": generate_seconds,
+            "rollout/response_length_mean": float(lengths.float().mean()),
+            "rollout/responses_per_process": float(n),
+            "rollout/truncated_fraction": float(truncated.float().mean()),
+            "rollout/sequence_tokens": S.global_sum(sum(len(s.input_ids) for s in rollout.sequences)),
+            "time/generate_seconds": S.global_max(generate_seconds),
             "time/step_seconds": elapsed,
-            "time/generated_tokens_per_second": tokens / max(generate_seconds, 1e-9),
+            "time/generated_tokens_per_second": tokens / max(S.global_max(generate_seconds), 1e-9),
             **stats,
         }
         if ref_logps is not None:
-            metrics["rollout/kl"] = float(kl_seq.mean())
-        return metrics, rollout, raw, kl_seq
+            metrics["rollout/kl"] = float(kl_all.mean())
+        return metrics, rollout, S.mine(raw, n), local_kl
 
     def _update(self, model: Any, optimizer: Any, rollout: Rollout, mask: torch.Tensor, old_logps: torch.Tensor,
                 ref_logps: torch.Tensor | None, advantages: torch.Tensor, kl_coef: float, settings: TrainerConfig,
@@ -239,7 +250,11 @@ class RLOOOptimizer(PPOOptimizer):
         """``update_epochs`` passes over shuffled minibatches of the clipped surrogate."""
         o = self.options
         n = len(rollout)
-        size = o.mini_batch_size if 0 < o.mini_batch_size < n else n
+        world = S.layout()[0]
+        size = o.mini_batch_size // world if 0 < o.mini_batch_size < n * world else n  # per process
+        if 0 < o.mini_batch_size < n * world and (o.mini_batch_size % world or size < 1):
+            raise ConfigError(f"optimizer.mini_batch_size ({o.mini_batch_size}) must divide evenly among the "
+                              f"{world} processes")
         micro = max(1, settings.grad_accum)
         temperature = o.temperature if o.temperature > 0 else 1.0
         by_token = o.loss_aggregation == "token"
@@ -253,7 +268,10 @@ class RLOOOptimizer(PPOOptimizer):
             for start in range(0, n - size + 1, size):
                 minibatch = order[start:start + size]
                 parts = [minibatch[i::micro] for i in range(micro) if minibatch[i::micro]]
-                total = float(mask[minibatch].sum()) if by_token else float(len(minibatch))
+                # normalised by the minibatch of every process; the gradient all-reduce averages the
+                # processes, so each scales its share back up by their number
+                local = float(mask[minibatch].sum()) if by_token else float(len(minibatch))
+                total = S.global_sum(local) / world
                 mb_records = []
                 for part in parts:
                     rows = torch.tensor(part, device=mask.device)
@@ -278,7 +296,7 @@ class RLOOOptimizer(PPOOptimizer):
                                        "loss/kl": pg.kl * kl_coef, "policy/kl_in_loss": pg.kl,
                                        "policy/clip_fraction": pg.clip_fraction, "policy/approx_kl": pg.approx_kl,
                                        "policy/ratio_mean": pg.ratio_mean, "_weight": weight})
-                record = _weighted(mb_records)
+                record = S.mean_over_processes(_weighted(mb_records), local)
                 records.append(record)
                 stopped = step_unless_drifted(record, o.max_approx_kl, settings.max_grad_norm, acc, model, optimizer)
                 if stopped:
@@ -287,10 +305,11 @@ class RLOOOptimizer(PPOOptimizer):
             if stopped:
                 break
         out = mean_records(records)
+        local_entropy = sum(entropies) / len(entropies) if entropies else math.nan
         if not kl_coef:
             out.pop("loss/kl", None)
             out.pop("policy/kl_in_loss", None)
-        out["policy/entropy"] = sum(entropies) / len(entropies) if entropies else math.nan
+        out["policy/entropy"] = S.mean_over_processes({"e": local_entropy})["e"]
         out["update/optimizer_steps"] = optimizer_steps
         out["update/early_stopped"] = float(stopped)
         return out

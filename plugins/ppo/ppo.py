@@ -34,6 +34,7 @@ from alignkit.core.records_io import read_jsonl, write_jsonl
 from alignkit.core.rundir import atomic_write_json
 from alignkit.core.types import ModelSpec, StageResult
 from alignkit.plugins.ppo import losses as L
+from alignkit.plugins.ppo import sharding as S
 from alignkit.plugins.ppo.actor_critic import (
     ActorCritic,
     critic_from_policy,
@@ -250,14 +251,19 @@ class PPOOptimizer:
         started = time.perf_counter()
         device = acc.device
         indices = prompt_indices(len(pool), settings.batch_size, settings.seed, step)
+        # under N processes each samples, scores and trains on its own prompts (plugins/ppo/sharding.py)
+        indices = S.local_slice(indices, "trainer.batch_size")
+        n = len(indices)
         policy = unwrap().policy
         rollout = generate(policy, tokenizer, pool, indices, max_new_tokens=o.max_new_tokens,
                            temperature=o.temperature, top_p=o.top_p, seed=settings.seed * 100_003 + step,
-                           batch_size=o.generation_batch_size, min_new_tokens=o.min_new_tokens)
+                           batch_size=o.generation_batch_size, min_new_tokens=o.min_new_tokens,
+                           first_chunk=S.first_chunk(n, o.generation_batch_size))
         generate_seconds = time.perf_counter() - started
 
-        raw = self._score(scorer, rollout, step)
-        scores = self._shape_scores(raw, rollout.truncated, moments)
+        raw = S.gather_cat(self._score(scorer, rollout, step))  # reward shaping sees the whole batch
+        truncated = S.gather_cat(rollout.truncated)
+        scores = S.mine(self._shape_scores(raw, truncated, moments), n)
 
         mask = response_mask(rollout.response_lengths).to(device)
         batch = pack(rollout.sequences).to(device)
@@ -271,15 +277,18 @@ class PPOOptimizer:
             rewards = L.penalised_rewards(scores.to(device), kl, mask, kl_ctl.value)
             advantages, returns = L.compute_gae(rewards, old.values, mask, o.gamma, o.lam)
             if o.whiten_advantages:
-                advantages = L.whiten(advantages, mask)
+                advantages = S.whiten(advantages, mask)  # over every process's tokens
         stats = self._update(model, optimizer, rollout, mask, old, advantages, returns, settings, step, acc,
                              checkpoint_dir)
 
-        kl_seq = kl.sum(dim=1).cpu()
-        penalised = rewards.sum(dim=1).cpu()
-        kl_ctl.update(float(kl_seq.mean()), len(rollout))
-        elapsed = time.perf_counter() - started
-        tokens = int(rollout.response_lengths.sum())
+        local_kl = kl.sum(dim=1).cpu()
+        kl_seq = S.gather_cat(local_kl)
+        penalised = S.gather_cat(rewards.sum(dim=1).cpu())
+        lengths = S.gather_cat(rollout.response_lengths)
+        kl_ctl.update(float(kl_seq.mean()), len(kl_seq))
+        elapsed = S.global_max(time.perf_counter() - started)
+        generate_seconds = S.global_max(generate_seconds)
+        tokens = int(lengths.sum())
         metrics = {
             "reward/mean": float(raw.mean()),
             "reward/std": float(raw.std()) if len(raw) > 1 else 0.0,
@@ -287,16 +296,18 @@ class PPOOptimizer:
             "reward_with_kl/std": float(penalised.std()) if len(raw) > 1 else 0.0,
             "rollout/kl": float(kl_seq.mean()),
             "rollout/kl_coef": kl_ctl.value,
-            "value/explained_variance": L.explained_variance(old.values, returns, mask),
-            "value/mean": float(L.masked_mean(old.values, mask)),
-            "rollout/response_length_mean": float(rollout.response_lengths.float().mean()),
-            "rollout/truncated_fraction": float(rollout.truncated.float().mean()),
+            # the critic's fit and mean value: this process's rows, averaged over the processes
+            **S.mean_over_processes({"value/explained_variance": L.explained_variance(old.values, returns, mask),
+                                     "value/mean": float(L.masked_mean(old.values, mask))}, float(mask.sum())),
+            "rollout/response_length_mean": float(lengths.float().mean()),
+            "rollout/responses_per_process": float(n),
+            "rollout/truncated_fraction": float(truncated.float().mean()),
             "time/generate_seconds": generate_seconds,
             "time/step_seconds": elapsed,
             "time/generated_tokens_per_second": tokens / max(generate_seconds, 1e-9),
             **stats,
         }
-        return metrics, rollout, raw, kl_seq
+        return metrics, rollout, S.mine(raw, n), local_kl
 
     @staticmethod
     def _score(scorer: Any, rollout: Rollout, step: int) -> torch.Tensor:
@@ -329,7 +340,11 @@ class PPOOptimizer:
         """``ppo_epochs`` passes over shuffled minibatches; stops early past ``max_approx_kl``."""
         o = self.options
         n = len(rollout)
-        size = o.mini_batch_size if 0 < o.mini_batch_size < n else n
+        world = S.layout()[0]
+        size = o.mini_batch_size // world if 0 < o.mini_batch_size < n * world else n  # per process
+        if 0 < o.mini_batch_size < n * world and (o.mini_batch_size % world or size < 1):
+            raise ConfigError(f"optimizer.mini_batch_size ({o.mini_batch_size}) must divide evenly among the "
+                              f"{world} processes")
         micro = max(1, settings.grad_accum)
         temperature = o.temperature if o.temperature > 0 else 1.0
         records: list[dict[str, float]] = []
@@ -342,7 +357,9 @@ class PPOOptimizer:
             for start in range(0, n - size + 1, size):
                 minibatch = order[start:start + size]
                 parts = [minibatch[i::micro] for i in range(micro) if minibatch[i::micro]]
-                weight_total = float(mask[minibatch].sum())
+                # normalised by every process's tokens; the gradient all-reduce averages the processes
+                local = float(mask[minibatch].sum())
+                weight_total = S.global_sum(local) / world
                 mb_records = []
                 for part in parts:
                     rows = torch.tensor(part, device=mask.device)
@@ -366,7 +383,7 @@ class PPOOptimizer:
                                        "policy/clip_fraction": pg.clip_fraction, "policy/approx_kl": pg.approx_kl,
                                        "policy/ratio_mean": pg.ratio_mean, "value/clip_fraction": vf_clip,
                                        "_weight": float(m.sum())})
-                record = _weighted(mb_records)
+                record = S.mean_over_processes(_weighted(mb_records), local)
                 records.append(record)
                 stopped = step_unless_drifted(record, o.max_approx_kl, settings.max_grad_norm, acc, model, optimizer)
                 if stopped:
@@ -375,7 +392,8 @@ class PPOOptimizer:
             if stopped:
                 break
         out = mean_records(records)
-        out["policy/entropy"] = sum(entropies) / len(entropies) if entropies else math.nan
+        out["policy/entropy"] = S.mean_over_processes(
+            {"e": sum(entropies) / len(entropies) if entropies else math.nan})["e"]
         out["update/optimizer_steps"] = optimizer_steps
         out["update/early_stopped"] = float(stopped)
         return out

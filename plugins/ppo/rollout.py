@@ -74,11 +74,13 @@ def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
 @torch.no_grad()
 def generate(model: Any, tokenizer: Any, pool: PromptPool, indices: Sequence[int], *, max_new_tokens: int,
              temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 0,
-             min_new_tokens: int = 0) -> Rollout:
+             min_new_tokens: int = 0, first_chunk: int = 0) -> Rollout:
     """Sample one response per prompt index, left-padded batches of ``batch_size`` (0: all).
 
-    Seeded with ``seed`` and restoring the global RNG afterwards, so a resumed run samples
-    the same responses at the same step. A response keeps its end-of-sequence token (the
+    Each batch ("chunk") is seeded from ``seed`` and its global number (``first_chunk`` + its
+    position here; a process's first chunk under data parallelism, plugins/ppo/sharding.py)
+    and the global RNG is restored afterwards, so a resumed run samples the same responses at
+    the same step, and N processes sample the chunks one process would. A response keeps its end-of-sequence token (the
     policy chose to stop, and that choice is trained too); tokens after it are dropped.
     """
     was_training = model.training
@@ -93,9 +95,9 @@ def generate(model: Any, tokenizer: Any, pool: PromptPool, indices: Sequence[int
     truncated: list[bool] = []
     rng_state = torch.random.get_rng_state()
     cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    torch.manual_seed(seed)
     try:
-        for start in range(0, len(indices), chunk):
+        for number, start in enumerate(range(0, len(indices), chunk), start=first_chunk):
+            torch.manual_seed(seed + 1_000_003 * number)
             batch = [pool.token_ids[i] for i in indices[start:start + chunk]]
             width = max(len(ids) for ids in batch)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)

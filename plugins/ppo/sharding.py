@@ -1,0 +1,95 @@
+"""Rollouts split across processes (``accelerate launch``, ``launcher.num_processes=N``).
+
+Generation is most of an RL step, so under N processes each one samples, scores and trains on
+its own contiguous slice of the step's prompts instead of all of them. What needs the whole
+batch is gathered: reward shaping and advantages (group baselines, whitening) are computed on
+the gathered scores, each minibatch's loss is normalised by the token count of all processes,
+and the logged metrics describe the global batch. With the same ``generation_batch_size`` (a
+divisor of each process's slice) every chunk is sampled with the same seed as in one process,
+so N processes train on exactly the rollouts one process would, and reach the same weights.
+
+In one process every helper here is the identity.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from alignkit.core import distributed as D
+from alignkit.core.errors import ConfigError
+
+
+def layout() -> tuple[int, int]:
+    """(number of processes, this process's rank); (1, 0) outside a multi-process launch."""
+    if not D.is_distributed():
+        return 1, 0
+    return D.world_size(), D.rank()
+
+
+def local_slice(items: Sequence[Any], what: str) -> list[Any]:
+    """This process's contiguous share of ``items`` (all of them in one process)."""
+    world, rank = layout()
+    if len(items) % world:
+        raise ConfigError(f"{what} ({len(items)}) must divide evenly among the {world} processes")
+    size = len(items) // world
+    return list(items[rank * size:(rank + 1) * size])
+
+
+def first_chunk(local_count: int, chunk: int) -> int:
+    """The global number of this process's first generation chunk: chunk c is sampled with the
+    seed of chunk c in one process when ``chunk`` divides ``local_count``."""
+    _, rank = layout()
+    chunk = chunk if chunk > 0 else local_count
+    return rank * -(-local_count // chunk)
+
+
+def gather_cat(tensor: torch.Tensor) -> torch.Tensor:
+    """The per-process tensors concatenated in rank order (on the CPU), the same on every process."""
+    if layout()[0] == 1:
+        return tensor
+    return torch.cat([t.to(tensor.dtype) for t in D.gather(tensor.detach().cpu())]).to(tensor.device)
+
+
+def mine(global_tensor: torch.Tensor, local_count: int) -> torch.Tensor:
+    """This process's rows of a tensor gathered with ``gather_cat``."""
+    _, rank = layout()
+    return global_tensor[rank * local_count:(rank + 1) * local_count]
+
+
+def global_sum(value: float) -> float:
+    return float(sum(D.gather(float(value)))) if layout()[0] > 1 else float(value)
+
+
+def global_max(value: float) -> float:
+    return float(max(D.gather(float(value)))) if layout()[0] > 1 else float(value)
+
+
+def mean_over_processes(record: dict[str, float], weight: float = 1.0) -> dict[str, float]:
+    """Each key's ``weight``-weighted mean over the processes (a minibatch record: every process
+    then takes the same early-stopping decision and logs the same numbers)."""
+    if layout()[0] == 1:
+        return record
+    parts = D.gather((dict(record), float(weight)))
+    total = sum(w for _, w in parts) or 1.0
+    keys = [k for k in record]
+    return {k: sum(r.get(k, 0.0) * w for r, w in parts) / total for k in keys}
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``losses.whiten`` over the masked positions of every process's batch (Bessel-corrected
+    variance, as there): the advantages of one process's rows are scaled like one process's."""
+    if layout()[0] == 1:
+        from alignkit.plugins.ppo.losses import whiten as local_whiten
+
+        return local_whiten(x, mask, eps=eps)
+    m = mask.to(x.dtype)
+    sums = torch.stack([(x * m).sum(), m.sum()]).double()
+    s, n = (float(v) for v in sum(D.gather(sums.cpu())))
+    mean = s / max(n, 1.0)
+    squares = float(sum(D.gather(float((((x - mean) ** 2) * m).sum()))))
+    var = squares / max(n, 1.0)
+    if n > 1:
+        var = var * n / (n - 1)
+    return (x - mean) * torch.rsqrt(torch.tensor(var + eps, dtype=x.dtype, device=x.device)) * m

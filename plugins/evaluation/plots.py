@@ -125,14 +125,19 @@ def reward_vs_kl(kl: Sequence[float], rewards: Sequence[float], reference_reward
     return _save(fig, path)
 
 
-def by_round(rounds: Sequence[int], series: Mapping[str, Sequence[float | None]], path: Path) -> Path:
-    """One panel per quantity (rewards, KL, win rate) against the round number."""
+def by_round(rounds: Sequence[int], series: Mapping[str, Sequence[float | None]], path: Path,
+             baselines: Mapping[str, float] | None = None) -> Path:
+    """One panel per quantity (rewards, KL, win rate) against the round number; a quantity's
+    value for the reference (where it has one) as a dashed line."""
     plt = _plt()
     names = list(series)
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.0), squeeze=False)
     for ax, name in zip(axes[0], names):
         points = [(k, v) for k, v in zip(rounds, series[name]) if v is not None]
-        ax.plot([k for k, _ in points], [v for _, v in points], marker="o")
+        ax.plot([k for k, _ in points], [v for _, v in points], marker="o", label="policy")
+        if baselines and baselines.get(name) is not None:
+            ax.axhline(baselines[name], color="grey", ls="--", lw=1, label="reference")
+            ax.legend(fontsize=7)
         ax.set_xlabel("round")
         ax.set_xticks(list(rounds))
         ax.set_title(name, fontsize=9)

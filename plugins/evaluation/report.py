@@ -137,7 +137,7 @@ def training_trajectory(records: Sequence[Mapping[str, Any]]) -> tuple[list[tupl
 
 
 def round_table(run_dir: Path, stage: str | None, m: Mapping[str, float],
-                scorers: Sequence[str]) -> tuple[list[int], dict[str, list[float | None]]]:
+                scorers: Sequence[str]) -> tuple[list[int], dict[str, list[float | None]], dict[str, float]]:
     """Per-round evaluation figures of a round pipeline: ``rounds.jsonl``'s ``evaluate/*`` metrics
     for earlier rounds and ``m`` (the evaluation being written) for ``stage``'s own round, which
     ``rounds.jsonl`` holds only once the stage has finished. Empty for a pipeline without rounds."""
@@ -160,12 +160,16 @@ def round_table(run_dir: Path, stage: str | None, m: Mapping[str, float],
         by_round[int(match.group(1))] = dict(m)
     by_round = {k: v for k, v in by_round.items() if v}
     if not by_round:
-        return [], {}
+        return [], {}, {}
     rounds = sorted(by_round)
     keys = {f"reward {name.rsplit(':', 1)[-1]}": f"reward/{name}/policy_mean" for name in scorers}
     keys.update({"KL per response (nats)": "kl/per_sequence", "win rate vs reference": "win/win_rate"})
     series = {label: [by_round[k].get(key) for k in rounds] for label, key in keys.items()}
-    return rounds, {label: values for label, values in series.items() if any(v is not None for v in values)}
+    # every round is measured against the same reference: its rewards are the baseline
+    baselines = {f"reward {name.rsplit(':', 1)[-1]}": by_round[rounds[0]].get(f"reward/{name}/reference_mean")
+                 for name in scorers}
+    return (rounds, {label: values for label, values in series.items() if any(v is not None for v in values)},
+            {label: value for label, value in baselines.items() if value is not None})
 
 
 def write_run_report(run_dir: Path, results: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
@@ -222,12 +226,13 @@ def write_run_report(run_dir: Path, results: Mapping[str, Any], samples: Sequenc
                                                 evaluation_rows(m, scorers)), ""]
     if not scorers:
         out += ["No reward was measured: configure `preference_model=...` or `evaluate.scorers=[pkg.mod:fn]`.", ""]
-    rounds, series = round_table(run_dir, stage, m, scorers)
+    rounds, series, baselines = round_table(run_dir, stage, m, scorers)
     if rounds and series:
+        reference_row = [["reference", *(fmt(baselines.get(s)) if s in baselines else "-" for s in series)]]
         out += ["## By round", "", "Each round's evaluation against the same reference, prompts and seed.", "",
-                table(["round", *series], [[k, *(fmt(series[s][i]) for s in series)] for i, k in enumerate(rounds)]),
-                ""]
-        images.insert(0, ("By round", plots.by_round(rounds, series, plot_dir / "rounds.png")))
+                table(["round", *series], reference_row + [[k, *(fmt(series[s][i]) for s in series)]
+                                                           for i, k in enumerate(rounds)]), ""]
+        images.insert(0, ("By round", plots.by_round(rounds, series, plot_dir / "rounds.png", baselines)))
     out += ["## Plots", ""]
     for title, path in images:
         out += [f"### {title}", "", f"![{title}]({path.relative_to(run_dir)})", ""]

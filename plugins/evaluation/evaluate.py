@@ -71,8 +71,10 @@ class EvaluateConfig:
 
 def held_out_prompts(ctx: StageContext, limit: int, prompt_filter: Optional[str] = None) -> list[list[dict]]:
     """Up to ``limit`` distinct held-out prompts: the eval split of prompts, then the prompts of
-    held-out preference pairs and SFT conversations (the demo data holds only 10 eval prompts);
-    with ``prompt_filter`` only those it keeps (e.g. the questions a rule can verify)."""
+    held-out preference pairs and SFT conversations (the demo data holds only 10 eval prompts),
+    as the stage sees them (a label stage's eval pairs replace the data's), or the configured
+    data's when that artifact holds none; with ``prompt_filter`` only those it keeps (e.g. the
+    questions a rule can verify)."""
     out: list[list[dict]] = []
     seen: set[str] = set()
     keep = None
@@ -91,6 +93,10 @@ def held_out_prompts(ctx: StageContext, limit: int, prompt_filter: Optional[str]
         if len(out) >= limit:
             break
         rows = ctx.dataset(kind, "eval")
+        if rows is None or len(rows) == 0:
+            # an earlier stage's artifact without held-out rows (label.eval_prompts=0) does not
+            # hide the configured data's held-out prompts
+            rows = getattr(ctx.run.data, kind)("eval")
         if rows is None:
             continue
         for row in rows:

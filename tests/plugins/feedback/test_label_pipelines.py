@@ -114,3 +114,27 @@ def test_the_bare_command_runs_the_preference_pipeline_with_the_graded_demo_rule
     assert all(j["annotator"] == "alignkit.plugins.rules.demo:arithmetic_graded" for j in judged)
     m = stages["evaluate"]["metrics"]
     assert m["eval/samples"] == 2 * m["eval/prompts"] and "reward/arithmetic_graded/gain_stderr" in m
+
+
+def test_evaluate_keeps_the_datas_held_out_prompts_when_labelling_held_none_out(run_alignkit, rules_module,
+                                                                                 tmp_path):
+    """label.eval_prompts=0 writes a preferences artifact with no eval rows; evaluate still
+    measures on the configured data's held-out preference prompts instead of losing them."""
+    from alignkit.core.testing import compose
+
+    rd = run_alignkit("pipeline=preference", *NO_SFT_DATA, "feedback.fn=fbtest_rules:longer", *LABEL_FAST,
+                      "label.eval_prompts=0", "label.calibration.enabled=false", *DPO_FAST,
+                      "evaluate.num_prompts=40", "evaluate.prompt_filter=null",
+                      f"optimizer.cache_dir={tmp_path / 'ref'}")
+    assert not (rd.path / "02-label/preferences/eval.jsonl").exists() or \
+        not (rd.path / "02-label/preferences/eval.jsonl").read_text().strip()
+    measured = [json.dumps(r["prompt"], sort_keys=True) for r in jsonl(rd.path / "04-evaluate/samples.jsonl")]
+    from alignkit.core.registry import Registry
+    from alignkit.core.pipeline import RunContext
+    from alignkit.core.rundir import RunDir
+
+    cfg = compose(["pipeline=preference", *NO_SFT_DATA, "model=tiny-random"])
+    data = RunContext(cfg, Registry(), RunDir(tmp_path / "probe", pipeline="preference")).data
+    held_out = {json.dumps([{"role": m["role"], "content": m["content"]} for m in row["prompt"]], sort_keys=True)
+                for row in data.preferences("eval")}
+    assert held_out & set(measured), "the data's held-out preference prompts are among those evaluated"

@@ -113,7 +113,7 @@ def test_the_bare_command_runs_the_preference_pipeline_with_the_graded_demo_rule
     assert judged and all(verifiable(j["prompt"]) for j in judged), "only questions the rule can check are labelled"
     assert all(j["annotator"] == "alignkit.plugins.rules.demo:arithmetic_graded" for j in judged)
     m = stages["evaluate"]["metrics"]
-    assert m["eval/samples"] == 2 * m["eval/prompts"] and "reward/arithmetic_graded/gain_stderr" in m
+    assert m["eval/samples"] == cfg.evaluate.samples * m["eval/prompts"] and "reward/arithmetic_graded/gain_stderr" in m
 
 
 def test_evaluate_keeps_the_datas_held_out_prompts_when_labelling_held_none_out(run_alignkit, rules_module,

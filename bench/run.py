@@ -1124,6 +1124,46 @@ def machine() -> dict:
             **versions}
 
 
+PEAK_SCRIPT = """
+import sys, time, torch
+torch.set_num_threads(int(sys.argv[1]))
+n = 4096
+a, b = torch.randn(n, n), torch.randn(n, n)
+for _ in range(2):
+    a @ b
+rates = []
+for _ in range(7):
+    t = time.perf_counter()
+    a @ b
+    rates.append(2 * n ** 3 / (time.perf_counter() - t) / 1e9)
+print(sorted(rates)[len(rates) // 2])
+"""
+
+
+def matmul_peak(threads: int) -> float | None:
+    """The machine's fp32 matmul rate (GFLOP/s, median of 7 timings of 4096x4096 @ 4096x4096) on
+    ``threads`` torch threads, in a fresh process: the ceiling the 6NT figures are read against
+    (smaller products run slower here: 1024: ~81, 2048: ~97, 4096: ~112 GFLOP/s on 2 threads)."""
+    if DEVICE != "cpu":
+        return None
+    try:
+        out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(threads)], capture_output=True, text=True,
+                             timeout=300, check=True)
+        return float(out.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def peak_note(peak: float | None, results: list[dict]) -> str:
+    if not peak:
+        return ""
+    lines = [f"fp32 matmul peak on {THREADS} thread(s): {peak:.1f} GFLOP/s; 6NT share of it:"]
+    for r in best(results):
+        lines.append(f"  {SHORT[r['model']]} {r['task']} {'LoRA' if r['lora'] else 'full'} {r['framework']}"
+                     f" ref={r['reference']}: {r['gflops_6nt']:.1f} GFLOP/s = {100 * r['gflops_6nt'] / peak:.0f}%")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=MODELS, default="tiny-random")

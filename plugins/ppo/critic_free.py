@@ -15,7 +15,6 @@ names are PPO's (``PPOOptimizer``); only the step and the update differ.
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from alignkit.plugins.ppo.ppo import (
     PPOOptimizer,
     _weighted,
     mean_records,
+    minibatches,
     prompt_indices,
     step_unless_drifted,
     stop_if_diverged,
@@ -221,6 +221,7 @@ class RLOOOptimizer(PPOOptimizer):
         lengths = S.gather_cat(rollout.response_lengths)
         kl_ctl.update(float(kl_all.mean()), len(kl_all))
         elapsed = S.global_max(time.perf_counter() - started)
+        generate_seconds = S.global_max(generate_seconds)
         tokens = int(lengths.sum())
         groups = raw.view(-1, k)
         metrics = {
@@ -235,9 +236,9 @@ class RLOOOptimizer(PPOOptimizer):
             "rollout/responses_per_process": float(n),
             "rollout/truncated_fraction": float(truncated.float().mean()),
             "rollout/sequence_tokens": S.global_sum(sum(len(s.input_ids) for s in rollout.sequences)),
-            "time/generate_seconds": S.global_max(generate_seconds),
+            "time/generate_seconds": generate_seconds,
             "time/step_seconds": elapsed,
-            "time/generated_tokens_per_second": tokens / max(S.global_max(generate_seconds), 1e-9),
+            "time/generated_tokens_per_second": tokens / max(generate_seconds, 1e-9),
             **stats,
         }
         if ref_logps is not None:
@@ -249,61 +250,49 @@ class RLOOOptimizer(PPOOptimizer):
                 step: int, acc: Any, checkpoint_dir: Path) -> dict[str, float]:
         """``update_epochs`` passes over shuffled minibatches of the clipped surrogate."""
         o = self.options
-        n = len(rollout)
         world = S.layout()[0]
-        size = o.mini_batch_size // world if 0 < o.mini_batch_size < n * world else n  # per process
-        if 0 < o.mini_batch_size < n * world and (o.mini_batch_size % world or size < 1):
-            raise ConfigError(f"optimizer.mini_batch_size ({o.mini_batch_size}) must divide evenly among the "
-                              f"{world} processes")
         micro = max(1, settings.grad_accum)
         temperature = o.temperature if o.temperature > 0 else 1.0
         by_token = o.loss_aggregation == "token"
         records: list[dict[str, float]] = []
         entropies: list[float] = []
         optimizer_steps, stopped = 0, False
-        rng = random.Random(settings.seed * 7919 + step)
-        for epoch in range(o.update_epochs):
-            order = list(range(n))
-            rng.shuffle(order)
-            for start in range(0, n - size + 1, size):
-                minibatch = order[start:start + size]
-                parts = [minibatch[i::micro] for i in range(micro) if minibatch[i::micro]]
-                # normalised by the minibatch of every process; the gradient all-reduce averages the
-                # processes, so each scales its share back up by their number
-                local = float(mask[minibatch].sum()) if by_token else float(len(minibatch))
-                total = S.global_sum(local) / world
-                mb_records = []
-                for part in parts:
-                    rows = torch.tensor(part, device=mask.device)
-                    width = int(rollout.response_lengths[part].max())
-                    m = mask[rows, :width]
-                    out = model(pack([rollout.sequences[i] for i in part]).to(mask.device), m, temperature,
-                                with_values=False, with_entropy=epoch == 0)
-                    pg_loss, pg = L.policy_gradient_loss(
-                        out.logprobs, old_logps[rows, :width], advantages[rows], m, o.cliprange,
-                        ref_logprobs=ref_logps[rows, :width] if ref_logps is not None and kl_coef else None,
-                        kl_coef=kl_coef, kl_estimator=o.kl_estimator, aggregation=o.loss_aggregation)
-                    loss = pg_loss
-                    if out.entropy is not None:
-                        entropy = L.masked_mean(out.entropy, m)
-                        entropies.append(float(entropy.detach()))
-                        if o.entropy_coef:
-                            loss = loss - o.entropy_coef * entropy
-                    stop_if_diverged(loss, self.estimator, step, checkpoint_dir)
-                    weight = float(m.sum()) if by_token else float(len(part))
-                    acc.backward(loss * (weight / max(total, 1.0)))
-                    mb_records.append({"loss": float(loss.detach()), "loss/policy": float(pg_loss.detach()),
-                                       "loss/kl": pg.kl * kl_coef, "policy/kl_in_loss": pg.kl,
-                                       "policy/clip_fraction": pg.clip_fraction, "policy/approx_kl": pg.approx_kl,
-                                       "policy/ratio_mean": pg.ratio_mean, "_weight": weight})
-                record = S.mean_over_processes(_weighted(mb_records), local)
-                records.append(record)
-                stopped = step_unless_drifted(record, o.max_approx_kl, settings.max_grad_norm, acc, model, optimizer)
-                if stopped:
-                    break
-                optimizer_steps += 1
+        for epoch, minibatch, parts in minibatches(len(rollout), o.mini_batch_size, micro, o.update_epochs,
+                                                   settings.seed * 7919 + step):
+            # normalised by the minibatch of every process; the gradient all-reduce averages the
+            # processes, so each scales its share back up by their number
+            local = float(mask[minibatch].sum()) if by_token else float(len(minibatch))
+            total = S.global_sum(local) / world
+            mb_records = []
+            for part in parts:
+                rows = torch.tensor(part, device=mask.device)
+                width = int(rollout.response_lengths[part].max())
+                m = mask[rows, :width]
+                out = model(pack([rollout.sequences[i] for i in part]).to(mask.device), m, temperature,
+                            with_values=False, with_entropy=epoch == 0)
+                pg_loss, pg = L.policy_gradient_loss(
+                    out.logprobs, old_logps[rows, :width], advantages[rows], m, o.cliprange,
+                    ref_logprobs=ref_logps[rows, :width] if ref_logps is not None and kl_coef else None,
+                    kl_coef=kl_coef, kl_estimator=o.kl_estimator, aggregation=o.loss_aggregation)
+                loss = pg_loss
+                if out.entropy is not None:
+                    entropy = L.masked_mean(out.entropy, m)
+                    entropies.append(float(entropy.detach()))
+                    if o.entropy_coef:
+                        loss = loss - o.entropy_coef * entropy
+                stop_if_diverged(loss, self.estimator, step, checkpoint_dir)
+                weight = float(m.sum()) if by_token else float(len(part))
+                acc.backward(loss * (weight / max(total, 1.0)))
+                mb_records.append({"loss": float(loss.detach()), "loss/policy": float(pg_loss.detach()),
+                                   "loss/kl": pg.kl * kl_coef, "policy/kl_in_loss": pg.kl,
+                                   "policy/clip_fraction": pg.clip_fraction, "policy/approx_kl": pg.approx_kl,
+                                   "policy/ratio_mean": pg.ratio_mean, "_weight": weight})
+            record = S.mean_over_processes(_weighted(mb_records), local)
+            records.append(record)
+            stopped = step_unless_drifted(record, o.max_approx_kl, settings.max_grad_norm, acc, model, optimizer)
             if stopped:
                 break
+            optimizer_steps += 1
         out = mean_records(records)
         local_entropy = sum(entropies) / len(entropies) if entropies else math.nan
         if not kl_coef:

@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 from omegaconf import OmegaConf
@@ -339,58 +339,46 @@ class PPOOptimizer:
                 checkpoint_dir: Path) -> dict[str, float]:
         """``ppo_epochs`` passes over shuffled minibatches; stops early past ``max_approx_kl``."""
         o = self.options
-        n = len(rollout)
         world = S.layout()[0]
-        size = o.mini_batch_size // world if 0 < o.mini_batch_size < n * world else n  # per process
-        if 0 < o.mini_batch_size < n * world and (o.mini_batch_size % world or size < 1):
-            raise ConfigError(f"optimizer.mini_batch_size ({o.mini_batch_size}) must divide evenly among the "
-                              f"{world} processes")
         micro = max(1, settings.grad_accum)
         temperature = o.temperature if o.temperature > 0 else 1.0
         records: list[dict[str, float]] = []
         entropies: list[float] = []
         optimizer_steps, stopped = 0, False
-        rng = random.Random(settings.seed * 7919 + step)
-        for epoch in range(o.ppo_epochs):
-            order = list(range(n))
-            rng.shuffle(order)
-            for start in range(0, n - size + 1, size):
-                minibatch = order[start:start + size]
-                parts = [minibatch[i::micro] for i in range(micro) if minibatch[i::micro]]
-                # normalised by every process's tokens; the gradient all-reduce averages the processes
-                local = float(mask[minibatch].sum())
-                weight_total = S.global_sum(local) / world
-                mb_records = []
-                for part in parts:
-                    rows = torch.tensor(part, device=mask.device)
-                    width = int(rollout.response_lengths[part].max())
-                    m = mask[rows, :width]
-                    batch = pack([rollout.sequences[i] for i in part]).to(mask.device)
-                    out = model(batch, m, temperature, with_values=True, with_entropy=epoch == 0)
-                    pg_loss, pg = L.policy_loss(out.logprobs, old.logprobs[rows, :width], advantages[rows, :width],
-                                                m, o.cliprange)
-                    vf_loss, vf_clip = L.value_loss(out.values, old.values[rows, :width], returns[rows, :width], m,
-                                                    o.cliprange_value)
-                    loss = pg_loss + o.vf_coef * vf_loss
-                    if out.entropy is not None:
-                        entropy = L.masked_mean(out.entropy, m)
-                        entropies.append(float(entropy.detach()))
-                        if o.entropy_coef:
-                            loss = loss - o.entropy_coef * entropy
-                    stop_if_diverged(loss, "ppo", step, checkpoint_dir)
-                    acc.backward(loss * (float(m.sum()) / max(weight_total, 1.0)))
-                    mb_records.append({"loss/policy": float(pg_loss.detach()), "loss/value": float(vf_loss.detach()),
-                                       "policy/clip_fraction": pg.clip_fraction, "policy/approx_kl": pg.approx_kl,
-                                       "policy/ratio_mean": pg.ratio_mean, "value/clip_fraction": vf_clip,
-                                       "_weight": float(m.sum())})
-                record = S.mean_over_processes(_weighted(mb_records), local)
-                records.append(record)
-                stopped = step_unless_drifted(record, o.max_approx_kl, settings.max_grad_norm, acc, model, optimizer)
-                if stopped:
-                    break
-                optimizer_steps += 1
+        for epoch, minibatch, parts in minibatches(len(rollout), o.mini_batch_size, micro, o.ppo_epochs,
+                                                   settings.seed * 7919 + step):
+            # normalised by every process's tokens; the gradient all-reduce averages the processes
+            local = float(mask[minibatch].sum())
+            weight_total = S.global_sum(local) / world
+            mb_records = []
+            for part in parts:
+                rows = torch.tensor(part, device=mask.device)
+                width = int(rollout.response_lengths[part].max())
+                m = mask[rows, :width]
+                batch = pack([rollout.sequences[i] for i in part]).to(mask.device)
+                out = model(batch, m, temperature, with_values=True, with_entropy=epoch == 0)
+                pg_loss, pg = L.policy_loss(out.logprobs, old.logprobs[rows, :width], advantages[rows, :width],
+                                            m, o.cliprange)
+                vf_loss, vf_clip = L.value_loss(out.values, old.values[rows, :width], returns[rows, :width], m,
+                                                o.cliprange_value)
+                loss = pg_loss + o.vf_coef * vf_loss
+                if out.entropy is not None:
+                    entropy = L.masked_mean(out.entropy, m)
+                    entropies.append(float(entropy.detach()))
+                    if o.entropy_coef:
+                        loss = loss - o.entropy_coef * entropy
+                stop_if_diverged(loss, "ppo", step, checkpoint_dir)
+                acc.backward(loss * (float(m.sum()) / max(weight_total, 1.0)))
+                mb_records.append({"loss/policy": float(pg_loss.detach()), "loss/value": float(vf_loss.detach()),
+                                   "policy/clip_fraction": pg.clip_fraction, "policy/approx_kl": pg.approx_kl,
+                                   "policy/ratio_mean": pg.ratio_mean, "value/clip_fraction": vf_clip,
+                                   "_weight": float(m.sum())})
+            record = S.mean_over_processes(_weighted(mb_records), local)
+            records.append(record)
+            stopped = step_unless_drifted(record, o.max_approx_kl, settings.max_grad_norm, acc, model, optimizer)
             if stopped:
                 break
+            optimizer_steps += 1
         out = mean_records(records)
         out["policy/entropy"] = S.mean_over_processes(
             {"e": sum(entropies) / len(entropies) if entropies else math.nan})["e"]
@@ -539,6 +527,25 @@ def stop_if_diverged(loss: Any, stage: str, step: int, checkpoint_dir: Path) -> 
     raise TrainingDiverged(
         f"stage {stage}: the loss became {float(loss.detach())} at step {step + 1}. Training stopped; "
         f"{where}. Lower trainer.learning_rate or raise optimizer.kl_coef.")
+
+
+def minibatches(n: int, mini_batch_size: int, micro: int, epochs: int,
+                seed: int) -> Iterator[tuple[int, list[int], list[list[int]]]]:
+    """(epoch, minibatch rows, its micro-batches) for ``epochs`` shuffled passes over this
+    process's ``n`` rollouts. ``mini_batch_size`` is the global minibatch (0: the whole batch),
+    split evenly among the processes; a caller that stops early just leaves the loop."""
+    world = S.layout()[0]
+    size = mini_batch_size // world if 0 < mini_batch_size < n * world else n  # per process
+    if 0 < mini_batch_size < n * world and (mini_batch_size % world or size < 1):
+        raise ConfigError(f"optimizer.mini_batch_size ({mini_batch_size}) must divide evenly among the "
+                          f"{world} processes")
+    rng = random.Random(seed)
+    for epoch in range(epochs):
+        order = list(range(n))
+        rng.shuffle(order)
+        for start in range(0, n - size + 1, size):
+            minibatch = order[start:start + size]
+            yield epoch, minibatch, [minibatch[i::micro] for i in range(micro) if minibatch[i::micro]]
 
 
 def step_unless_drifted(record: dict[str, float], max_approx_kl: float, max_grad_norm: float, acc: Any, model: Any,

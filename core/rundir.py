@@ -28,6 +28,27 @@ METRICS = "metrics.jsonl"
 DONE = "DONE"
 
 
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the headless Agg backend: reports are drawn without a display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write a matplotlib figure as PNG the way run-directory files are written (a temporary
+    file, then a rename), and close it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=80, bbox_inches="tight")
+    tmp.replace(path)
+    pyplot().close(fig)
+    return path
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)

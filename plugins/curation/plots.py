@@ -3,26 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
-
-def plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as pyplot
-
-    return pyplot
-
-
-def save(fig: Any, path: Path) -> Path:
-    """Write ``fig`` through a temporary file and a rename, then close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=80, bbox_inches="tight")
-    tmp.replace(path)
-    plt().close(fig)
-    return path
+from alignkit.core.rundir import pyplot as plt
+from alignkit.core.rundir import save_figure as save
 
 
 def length_histograms(sets: Mapping[str, Mapping[str, Sequence[int]]], path: Path, title: str) -> Path | None:

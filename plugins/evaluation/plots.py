@@ -7,27 +7,12 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from alignkit.core.rundir import pyplot as _plt
+from alignkit.core.rundir import save_figure as _save
+
 TRAINING_KEYS = ("loss", "eval/loss", "rewards/margin", "rewards/accuracy", "reward*", "*kl*", "*entropy*",
                  "*response_length*", "grad_norm")
 """Which logged series a stage's training-curve panel shows, in order of preference (at most 4)."""
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=80, bbox_inches="tight")
-    tmp.replace(path)
-    _plt().close(fig)
-    return path
 
 
 def _series(records: Sequence[Mapping[str, Any]], stage: str) -> dict[str, list[tuple[int, float]]]:

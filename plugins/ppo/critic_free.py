@@ -40,7 +40,7 @@ from alignkit.plugins.ppo.ppo import (
     step_unless_drifted,
     stop_if_diverged,
 )
-from alignkit.plugins.ppo.rollout import PromptPool, Rollout, generate, response_mask
+from alignkit.plugins.ppo.rollout import PromptPool, Rollout, response_mask
 
 
 @dataclass
@@ -183,15 +183,10 @@ class RLOOOptimizer(PPOOptimizer):
         indices = [i for i in prompts for _ in range(k)]  # the k samples of a prompt side by side
         n = len(indices)
         policy = unwrap().policy
-        rollout = generate(policy, tokenizer, pool, indices, max_new_tokens=o.max_new_tokens,
-                           temperature=o.temperature, top_p=o.top_p, seed=settings.seed * 100_003 + step,
-                           batch_size=o.generation_batch_size, min_new_tokens=o.min_new_tokens,
-                           first_chunk=S.first_chunk(n, o.generation_batch_size))
-        generate_seconds = time.perf_counter() - started
         # reward shaping and baselines see the whole step's batch, gathered from every process
-        raw = S.gather_cat(self._score(scorer, rollout, step))
-        truncated = S.gather_cat(rollout.truncated)
-        scores = S.mine(self._shape_scores(raw, truncated, moments), n)
+        rollout, raw, truncated, scores = self._rollout(policy, tokenizer, pool, indices, scorer, moments, settings,
+                                                        step)
+        generate_seconds = rollout.seconds
 
         temperature = o.temperature if o.temperature > 0 else 1.0
         mask = response_mask(rollout.response_lengths).to(device)

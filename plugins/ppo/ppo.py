@@ -255,15 +255,9 @@ class PPOOptimizer:
         indices = S.local_slice(indices, "trainer.batch_size")
         n = len(indices)
         policy = unwrap().policy
-        rollout = generate(policy, tokenizer, pool, indices, max_new_tokens=o.max_new_tokens,
-                           temperature=o.temperature, top_p=o.top_p, seed=settings.seed * 100_003 + step,
-                           batch_size=o.generation_batch_size, min_new_tokens=o.min_new_tokens,
-                           first_chunk=S.first_chunk(n, o.generation_batch_size))
-        generate_seconds = time.perf_counter() - started
-
-        raw = S.gather_cat(self._score(scorer, rollout, step))  # reward shaping sees the whole batch
-        truncated = S.gather_cat(rollout.truncated)
-        scores = S.mine(self._shape_scores(raw, truncated, moments), n)
+        rollout, raw, truncated, scores = self._rollout(policy, tokenizer, pool, indices, scorer, moments, settings,
+                                                        step)
+        generate_seconds = rollout.seconds
 
         mask = response_mask(rollout.response_lengths).to(device)
         batch = pack(rollout.sequences).to(device)
@@ -308,6 +302,23 @@ class PPOOptimizer:
             **stats,
         }
         return metrics, rollout, S.mine(raw, n), local_kl
+
+    def _rollout(self, policy: Any, tokenizer: Any, pool: PromptPool, indices: list[int], scorer: Any,
+                 moments: L.RunningMoments, settings: TrainerConfig,
+                 step: int) -> tuple[Rollout, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This process's responses to ``indices`` (``rollout.seconds``: the time generation took),
+        then the whole step's raw scores and truncation flags gathered from every process, and
+        this process's rows of the shaped scores (shaping sees the whole batch)."""
+        o = self.options
+        started = time.perf_counter()
+        rollout = generate(policy, tokenizer, pool, indices, max_new_tokens=o.max_new_tokens,
+                           temperature=o.temperature, top_p=o.top_p, seed=settings.seed * 100_003 + step,
+                           batch_size=o.generation_batch_size, min_new_tokens=o.min_new_tokens,
+                           first_chunk=S.first_chunk(len(indices), o.generation_batch_size))
+        rollout.seconds = time.perf_counter() - started
+        raw = S.gather_cat(self._score(scorer, rollout, step))
+        truncated = S.gather_cat(rollout.truncated)
+        return rollout, raw, truncated, S.mine(self._shape_scores(raw, truncated, moments), len(indices))
 
     @staticmethod
     def _score(scorer: Any, rollout: Rollout, step: int) -> torch.Tensor:

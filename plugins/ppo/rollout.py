@@ -53,6 +53,7 @@ class Rollout:
     responses: list[str]  # decoded response text (special tokens removed)
     response_lengths: torch.Tensor  # [B] long
     truncated: torch.Tensor  # [B] bool: stopped by max_new_tokens, no end-of-sequence token
+    seconds: float = 0.0  # how long generating it took
 
     def __len__(self) -> int:
         return len(self.sequences)

@@ -9,6 +9,7 @@ from alignkit.core.hookspecs import hookimpl, hookspec
 from alignkit.core.types import (
     DataSourceEntry,
     FeedbackProviderEntry,
+    GeneratorEntry,
     Judgement,
     check_batch,
     LoadedModel,
@@ -27,6 +28,7 @@ __all__ = [
     "DataError",
     "DataSourceEntry",
     "FeedbackProviderEntry",
+    "GeneratorEntry",
     "Judgement",
     "check_batch",
     "LoadedModel",

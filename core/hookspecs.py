@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from alignkit.core.types import (
         DataSourceEntry,
         FeedbackProviderEntry,
+        GeneratorEntry,
         LoadedModel,
         LoggerEntry,
         ModelRole,
@@ -122,6 +123,21 @@ def alignkit_loggers() -> Iterable[LoggerEntry]:
     ``factory(config, run_dir)`` and returns an ``alignkit.core.interfaces.MetricsLogger``.
 
     :returns: an iterable of ``LoggerEntry``.
+    """
+    yield from ()
+
+
+@hookspec
+def alignkit_generators() -> Iterable[GeneratorEntry]:
+    """Offer generation backends: what samples responses for RL rollouts, labelling, best-of-n
+    and AI judges (transformers ``generate`` built in; vLLM as the ``vllm`` extra).
+
+    Called once when the registry is first read; ``generation=<name>`` picks one and each
+    stage that samples calls ``factory(config)`` for an ``alignkit.core.interfaces.Generator``.
+    A factory should import heavy engines lazily and may return another backend (with a
+    warning) when its engine cannot run on this machine.
+
+    :returns: an iterable of ``GeneratorEntry``.
     """
     yield from ()
 

@@ -55,6 +55,21 @@ class PreferenceModel(Protocol):
 
 
 @runtime_checkable
+class Generator(Protocol):
+    """Samples one continuation per tokenised prompt from ``model``'s current weights.
+
+    Returns the raw new token ids of each prompt, in order; callers cut them at the stop ids.
+    ``seed`` makes a call reproducible (None: continue the current random stream).
+    """
+
+    name: str
+
+    def generate(self, model: Any, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int,
+                 temperature: float, top_p: float, stop_ids: Sequence[int], pad_id: int,
+                 min_new_tokens: int = 0, seed: int | None = None) -> list[list[int]]: ...
+
+
+@runtime_checkable
 class MetricsLogger(Protocol):
     """A metrics sink. ``log`` receives one record per logged step; ``close`` the summary."""
 

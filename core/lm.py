@@ -241,48 +241,94 @@ def padded_sequence_logps(model: Any, sequences: Sequence[Encoded], pad_id: int 
     return sums, mask.sum(dim=1)
 
 
+class TransformersGenerator:
+    """The built-in generation backend: ``model.generate`` over left-padded batches, KV-cached,
+    stopping a row at any stop id. Works for every model transformers loads, on any device."""
+
+    name = "transformers"
+
+    def __init__(self, batch_size: int = 0) -> None:
+        self.batch_size = int(batch_size)  # 0: every prompt of a call in one batch
+
+    @torch.no_grad()
+    def generate(self, model: Any, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int,
+                 temperature: float, top_p: float, stop_ids: Sequence[int], pad_id: int,
+                 min_new_tokens: int = 0, seed: int | None = None) -> list[list[int]]:
+        if seed is not None:
+            torch.manual_seed(seed)
+        device = next(_unwrap(model).parameters()).device
+        chunk = self.batch_size if self.batch_size > 0 else max(1, len(prompt_ids))
+        out: list[list[int]] = []
+        for start in range(0, len(prompt_ids), chunk):
+            batch = [list(ids) for ids in prompt_ids[start:start + chunk]]
+            width = max(len(ids) for ids in batch)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, ids in enumerate(batch):
+                input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+                attention[row, width - len(ids):] = 1
+            options: dict[str, Any] = {"do_sample": temperature > 0, "max_new_tokens": max_new_tokens,
+                                       "pad_token_id": pad_id, "eos_token_id": sorted(set(stop_ids)),
+                                       "use_cache": True}
+            if min_new_tokens > 0:
+                options["min_new_tokens"] = min(min_new_tokens, max_new_tokens)
+            if temperature > 0:
+                # top_k=0: transformers otherwise samples from the 50 likeliest tokens only, which
+                # biases every KL estimate, pair and policy-gradient log-prob taken from it
+                options.update(temperature=temperature, top_p=top_p, top_k=0)
+            generated = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **options)
+            out.extend(generated[:, width:].tolist())
+        return out
+
+
+DEFAULT_GENERATOR = TransformersGenerator()
+
+
+def cut_at_stop(tokens: Sequence[int], stop_ids: Any, *, keep_stop: bool = True) -> tuple[list[int], bool]:
+    """The response up to its first stop id (kept when ``keep_stop``), and whether one was found."""
+    for position, token in enumerate(tokens):
+        if token in stop_ids:
+            return list(tokens[: position + 1] if keep_stop else tokens[:position]), True
+    return list(tokens), False
+
+
 @torch.no_grad()
 def sample_responses(model: Any, tokenizer: Any, prompts: Sequence[Sequence[dict]], *, max_new_tokens: int = 48,
                      temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 16, seed: int = 0,
-                     max_prompt_tokens: int = 192) -> list[tuple[Encoded, str]]:
-    """Sample one response per chat prompt (KV-cached, batched, left-padded; stops at EOS).
+                     max_prompt_tokens: int = 192, generator: Any = None) -> list[tuple[Encoded, str]]:
+    """Sample one response per chat prompt (batches of ``batch_size``; stops at EOS) with
+    ``generator`` (the configured ``generation`` backend; transformers ``generate`` when None).
 
     Returns, per prompt, the prompt+response tokens with the response scored, and the text.
     Sampling is from the model's own distribution (``top_k=0``): transformers' default keeps only
-    the 50 likeliest tokens, which biases every KL estimate and pair sampled from it.
+    the 50 likeliest tokens, which biases every KL estimate and pair sampled from it. Batch b is
+    seeded with ``seed`` + b, and the global random state is restored afterwards.
     """
+    generator = generator or DEFAULT_GENERATOR
     base = _unwrap(model)
-    device = next(base.parameters()).device
     was_training = base.training
     base.eval()
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
     generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id
     out: list[tuple[Encoded, str]] = []
     try:
-        for start in range(0, len(prompts), batch_size):
-            texts = [render(tokenizer, p, generation_prompt=True) for p in prompts[start:start + batch_size]]
-            enc = tokenizer(texts, add_special_tokens=False, return_tensors="pt", padding=True,
-                            truncation=True, max_length=max_prompt_tokens).to(device)
-            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} \
-                if temperature > 0 else {"do_sample": False}
-            generated = model.generate(**enc, **sampling, max_new_tokens=max_new_tokens,
-                                       pad_token_id=tokenizer.pad_token_id)
-            width = enc["input_ids"].shape[1]
-            stops = {tokenizer.eos_token_id, tokenizer.pad_token_id}
-            for row in range(generated.shape[0]):
-                prompt_ids = enc["input_ids"][row][enc["attention_mask"][row].bool()].tolist()
-                response = generated[row, width:].tolist()
-                for cut, token in enumerate(response):
-                    if token in stops:
-                        response = response[: cut + 1] if token == tokenizer.eos_token_id else response[:cut]
-                        break
-                ids = prompt_ids + response
+        for number, start in enumerate(range(0, len(prompts), max(1, batch_size))):
+            batch = []
+            for prompt in prompts[start:start + batch_size]:
+                ids = tokenizer(render(tokenizer, prompt, generation_prompt=True), add_special_tokens=False)["input_ids"]
+                batch.append(ids[-max_prompt_tokens:] if len(ids) > max_prompt_tokens else ids)
+            generated = generator.generate(model, batch, max_new_tokens=max_new_tokens, temperature=temperature,
+                                           top_p=top_p, stop_ids=[eos], pad_id=pad_id, seed=seed + number)
+            for prompt_ids, tokens in zip(batch, generated):
+                # the end-of-sequence token stays (it was chosen); padding after it does not
+                response, _ = cut_at_stop(tokens, {eos}, keep_stop=True)
+                if pad_id != eos:
+                    response, _ = cut_at_stop(response, {pad_id}, keep_stop=False)
+                ids = list(prompt_ids) + response
                 scored = [False] * len(prompt_ids) + [True] * len(response)
                 out.append((Encoded(ids, scored), tokenizer.decode(response, skip_special_tokens=True)))
     finally:
-        tokenizer.padding_side = side
         torch.random.set_rng_state(generator_state)
         base.train(was_training)
     return out

@@ -26,7 +26,7 @@ from alignkit.core.types import LoadedModel, ModelRole, ModelSpec, StageResult
 if TYPE_CHECKING:
     import datasets
 
-    from alignkit.core.interfaces import DataSource, FeedbackProvider, MetricsLogger, PreferenceModel
+    from alignkit.core.interfaces import DataSource, FeedbackProvider, Generator, MetricsLogger, PreferenceModel
 
 DATA_KINDS = ("sft", "preferences", "prompts")
 """Data a stage can read; a stage may also *produce* any of them as an artifact (see
@@ -75,6 +75,7 @@ class RunContext:
         self.loggers: list[MetricsLogger] = []
         self._stop = False
         self._data: DataSource | None = None
+        self.generators: dict[str, Generator] = {}  # generation backends built so far, by name
 
     def request_stop(self) -> None:
         """Ask the running stage to stop after the current step (it still saves)."""
@@ -193,6 +194,19 @@ class StageContext:
     def feedback(self, node: Any = None) -> FeedbackProvider:
         """Build the configured ``feedback`` provider (or ``node``): factory(cfg, ctx)."""
         return self._component("feedback_provider", node if node is not None else self.run.cfg.get("feedback"))
+
+    def generator(self) -> Generator:
+        """The configured generation backend (``generation=<name>``; transformers when unset), built
+        once per run and shared by its stages (a vLLM engine is expensive to start)."""
+        node = self.run.cfg.get("generation")
+        name = str(node.get("name")) if node is not None and node.get("name") else "transformers"
+        cache = self.run.generators
+        if name not in cache:
+            entry = self.run.registry.get("generator", name)
+            cfg = validate_config("generation", entry.name, entry.config_schema,
+                                  node if node is not None else OmegaConf.create({"name": name}))
+            cache[name] = entry.factory(cfg)
+        return cache[name]
 
     def _component(self, kind: str, node: Any) -> Any:
         group = {"preference_model": "preference_model", "feedback_provider": "feedback"}[kind]

@@ -13,6 +13,7 @@ from alignkit.core.types import (
     ComponentEntry,
     DataSourceEntry,
     FeedbackProviderEntry,
+    GeneratorEntry,
     LoadedModel,
     LoggerEntry,
     ModelRole,
@@ -30,6 +31,7 @@ _HOOK_OF_KIND = {
     PreferenceModelEntry.kind: "alignkit_preference_models",
     OptimizerEntry.kind: "alignkit_optimizers",
     LoggerEntry.kind: "alignkit_loggers",
+    GeneratorEntry.kind: "alignkit_generators",
 }
 _ENTRY_TYPE = {cls.kind: cls for cls in ENTRY_KINDS}
 

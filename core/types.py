@@ -79,12 +79,20 @@ class LoggerEntry(ComponentEntry):
     kind: ClassVar[str] = "logger"
 
 
+@dataclass(frozen=True)
+class GeneratorEntry(ComponentEntry):
+    """A generation backend: samples continuations of prompts (see ``interfaces.Generator``)."""
+
+    kind: ClassVar[str] = "generator"
+
+
 ENTRY_KINDS: tuple[type[ComponentEntry], ...] = (
     DataSourceEntry,
     FeedbackProviderEntry,
     PreferenceModelEntry,
     OptimizerEntry,
     LoggerEntry,
+    GeneratorEntry,
 )
 
 ModelRole = Literal["policy", "reference", "reward", "judge"]

@@ -19,4 +19,5 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("evaluation", "alignkit.plugins.evaluation.plugin"),
     ("rejection_sampling", "alignkit.plugins.rejection_sampling.plugin"),
     ("curation", "alignkit.plugins.curation.plugin"),
+    ("generation", "alignkit.plugins.generation.plugin"),
 )

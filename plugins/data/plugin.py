@@ -18,6 +18,8 @@ log = logging.getLogger("alignkit.data")
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 SPLITS = ("train", "eval")
+# data=demo's prompt sets: (training prompts, held-out prompts or None for an eval_fraction split)
+DEMO_PROMPT_SETS = {"mixed": ("prompts.jsonl", None), "math": ("math_prompts.jsonl", "math_eval_prompts.jsonl")}
 ON_BAD_RECORD = ("error", "skip")
 
 
@@ -28,6 +30,7 @@ ON_BAD_RECORD = ("error", "skip")
 class DemoDataConfig:
     """Options of ``data=demo``."""
 
+    prompt_set: str = "mixed"
     eval_fraction: float = 0.1
     seed: int = 0
     on_bad_record: str = "error"
@@ -161,13 +164,24 @@ class FilesDataSource:
 
 
 class DemoDataSource(FilesDataSource):
-    """alignkit's own small demo data (``plugins/data/demo/*.jsonl``, Apache-2.0)."""
+    """alignkit's own small demo data (``plugins/data/demo/*.jsonl``, Apache-2.0).
 
-    def __init__(self, *, eval_fraction: float = 0.1, seed: int = 0, on_bad_record: str = "error",
-                 name: str = "demo") -> None:
+    ``prompt_set="mixed"``: the 100 prompts of every demo family (10% held out);
+    ``"math"``: 800 arithmetic and conversion questions to train on and 120 held-out ones, all
+    verifiable by ``alignkit.plugins.rules.demo``, for online RL that must not memorise answers.
+    """
+
+    def __init__(self, *, prompt_set: str = "mixed", eval_fraction: float = 0.1, seed: int = 0,
+                 on_bad_record: str = "error", name: str = "demo") -> None:
+        if prompt_set not in DEMO_PROMPT_SETS:
+            raise ConfigError(f"data '{name}': prompt_set must be one of {', '.join(DEMO_PROMPT_SETS)}, "
+                              f"not {prompt_set!r}")
+        prompts, eval_prompts = DEMO_PROMPT_SETS[prompt_set]
         super().__init__(sft=str(DEMO_DIR / "sft.jsonl"), preferences=str(DEMO_DIR / "preferences.jsonl"),
-                         prompts=str(DEMO_DIR / "prompts.jsonl"), eval_fraction=eval_fraction,
-                         seed=seed, on_bad_record=on_bad_record, name=name)
+                         prompts=str(DEMO_DIR / prompts),
+                         eval_prompts=str(DEMO_DIR / eval_prompts) if eval_prompts else None,
+                         eval_fraction=eval_fraction, seed=seed, on_bad_record=on_bad_record, name=name)
+        self.prompt_set = prompt_set
 
 
 def _check_split(split: str) -> None:

@@ -88,7 +88,8 @@ class CritiqueReviseOptimizer:
                 offset = 0 if split == "train" else 1000
                 samples = sample_responses(policy.model, policy.tokenizer, prompts, max_new_tokens=o.max_new_tokens,
                                            temperature=o.temperature, batch_size=o.batch_size,
-                                           seed=o.seed + offset, max_prompt_tokens=settings.max_length)
+                                           seed=o.seed + offset, max_prompt_tokens=settings.max_length,
+                                           generator=ctx.generator())
                 current = [text.strip() for _, text in samples]
                 bar.update(len(prompts))
                 history: list[list[dict]] = [[] for _ in prompts]

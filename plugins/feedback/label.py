@@ -173,7 +173,8 @@ class LabelOptimizer:
         offset = 0 if split == "train" else 1000
         samples = [[text.strip() for _, text in sample_responses(
             model, tokenizer, prompts, max_new_tokens=o.max_new_tokens, temperature=o.temperature, top_p=o.top_p,
-            batch_size=o.batch_size, seed=o.seed + offset + k, max_prompt_tokens=settings.max_length)]
+            batch_size=o.batch_size, seed=o.seed + offset + k, max_prompt_tokens=settings.max_length,
+            generator=ctx.generator())]
             for k in range(o.samples)]
         pairs = [{"prompt": p, "response_a": samples[k][i], "response_b": samples[k + 1][i]}
                  for i, p in enumerate(prompts) for k in range(0, o.samples - 1, 2)

@@ -86,7 +86,8 @@ def _judge_backend(options: Any, ctx: Any, group: str) -> Any:
     return LocalJudge(loaded.model, loaded.tokenizer, name=spec.name_or_path,
                       fingerprint=model_fingerprint(spec.name_or_path, spec.options),
                       batch_size=options.batch_size, max_length=options.max_length,
-                      answer_prefix=options.answer_prefix)
+                      answer_prefix=options.answer_prefix,
+                      generator=ctx.generator() if hasattr(ctx, "generator") else None)
 
 
 def judge_reward_factory(cfg: Any, ctx: Any) -> Any:

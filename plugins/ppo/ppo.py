@@ -148,6 +148,7 @@ class PPOOptimizer:
         if settings.batch_size < 1:
             raise ConfigError("trainer.batch_size (rollouts per PPO step) must be at least 1")
         scorer = ctx.preference_model()
+        self.generator = ctx.generator()
         loaded = ctx.load_model("policy")
         tokenizer = loaded.tokenizer
         pool, eval_pool = self._prompts(ctx, tokenizer, settings)
@@ -314,7 +315,8 @@ class PPOOptimizer:
         rollout = generate(policy, tokenizer, pool, indices, max_new_tokens=o.max_new_tokens,
                            temperature=o.temperature, top_p=o.top_p, seed=settings.seed * 100_003 + step,
                            batch_size=o.generation_batch_size, min_new_tokens=o.min_new_tokens,
-                           first_chunk=S.first_chunk(len(indices), o.generation_batch_size))
+                           first_chunk=S.first_chunk(len(indices), o.generation_batch_size),
+                           generator=self.generator)
         rollout.seconds = time.perf_counter() - started
         raw = S.gather_cat(self._score(scorer, rollout, step))
         truncated = S.gather_cat(rollout.truncated)
@@ -512,7 +514,7 @@ class PPOOptimizer:
         o = self.options
         rollout = generate(policy, tokenizer, pool, list(range(len(pool))), max_new_tokens=o.max_new_tokens,
                            temperature=o.eval_temperature, top_p=1.0, seed=settings.seed,
-                           batch_size=o.generation_batch_size)
+                           batch_size=o.generation_batch_size, generator=self.generator)
         scores = torch.as_tensor(scorer.score(rollout.prompts, rollout.responses), dtype=torch.float32)
         return {"reward_mean": float(scores.mean()), "length_mean": float(rollout.response_lengths.float().mean()),
                 "truncated_fraction": float(rollout.truncated.float().mean()), "prompts": len(pool)}

@@ -1,4 +1,4 @@
-"""Rollouts: sample responses from the policy (batched, KV-cached ``model.generate``).
+"""Rollouts: sample responses from the policy with the configured generation backend.
 
 A rollout keeps the exact token ids the policy sampled (the response is never re-tokenised
 from its text), so the log-probs PPO trains on are those of the sampled tokens.
@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
-from alignkit.core.lm import Encoded, render
+from alignkit.core.lm import DEFAULT_GENERATOR, Encoded, cut_at_stop, render
 
 log = logging.getLogger("alignkit")
 
@@ -75,21 +75,22 @@ def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
 @torch.no_grad()
 def generate(model: Any, tokenizer: Any, pool: PromptPool, indices: Sequence[int], *, max_new_tokens: int,
              temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 0,
-             min_new_tokens: int = 0, first_chunk: int = 0) -> Rollout:
-    """Sample one response per prompt index, left-padded batches of ``batch_size`` (0: all).
+             min_new_tokens: int = 0, first_chunk: int = 0, generator: Any = None) -> Rollout:
+    """Sample one response per prompt index with ``generator`` (the configured ``generation``
+    backend; transformers ``generate`` when None), in chunks of ``batch_size`` (0: all).
 
-    Each batch ("chunk") is seeded from ``seed`` and its global number (``first_chunk`` + its
+    Each chunk is seeded from ``seed`` and its global number (``first_chunk`` + its
     position here; a process's first chunk under data parallelism, plugins/ppo/sharding.py)
     and the global RNG is restored afterwards, so a resumed run samples the same responses at
     the same step, and N processes sample the chunks one process would. A response keeps its end-of-sequence token (the
     policy chose to stop, and that choice is trained too); tokens after it are dropped.
     """
+    generator = generator or DEFAULT_GENERATOR
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stops = stop_token_ids(model, tokenizer)
-    chunk = batch_size if batch_size > 0 else len(indices)
+    chunk = batch_size if batch_size > 0 else max(1, len(indices))
     sequences: list[Encoded] = []
     responses: list[str] = []
     lengths: list[int] = []
@@ -98,32 +99,13 @@ def generate(model: Any, tokenizer: Any, pool: PromptPool, indices: Sequence[int
     cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     try:
         for number, start in enumerate(range(0, len(indices), chunk), start=first_chunk):
-            torch.manual_seed(seed + 1_000_003 * number)
             batch = [pool.token_ids[i] for i in indices[start:start + chunk]]
-            width = max(len(ids) for ids in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, ids in enumerate(batch):
-                input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-                attention[row, width - len(ids):] = 1
-            sampling = temperature > 0
-            options: dict[str, Any] = {"do_sample": sampling, "max_new_tokens": max_new_tokens,
-                                       "pad_token_id": pad_id, "eos_token_id": sorted(stops), "use_cache": True}
-            if min_new_tokens > 0:
-                options["min_new_tokens"] = min(min_new_tokens, max_new_tokens)
-            if sampling:
-                # top_k=0: without it transformers samples from the 50 likeliest tokens only, and the
-                # log-probs PPO trains on would not be those of the distribution that sampled
-                options.update(temperature=temperature, top_p=top_p, top_k=0)
-            out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **options)
-            generated = out[:, width:].tolist()
-            for ids, response in zip(batch, generated):
-                cut, stopped = len(response), False
-                for position, token in enumerate(response):
-                    if token in stops:
-                        cut, stopped = position + 1, True
-                        break
-                response = response[:cut] or response[:1]
+            generated = generator.generate(model, batch, max_new_tokens=max_new_tokens, temperature=temperature,
+                                           top_p=top_p, stop_ids=sorted(stops), pad_id=pad_id,
+                                           min_new_tokens=min_new_tokens, seed=seed + 1_000_003 * number)
+            for ids, tokens in zip(batch, generated):
+                response, stopped = cut_at_stop(tokens, stops, keep_stop=True)
+                response = response or list(tokens[:1])
                 sequences.append(Encoded(ids + response, [False] * len(ids) + [True] * len(response)))
                 responses.append(tokenizer.decode(response, skip_special_tokens=True))
                 lengths.append(len(response))

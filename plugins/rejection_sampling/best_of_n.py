@@ -104,7 +104,8 @@ class BestOfNOptimizer:
             repeated = [p for p in prompts for _ in range(o.samples)]  # the N samples of a prompt side by side
             texts = [text.strip() for _, text in sample_responses(
                 policy.model, policy.tokenizer, repeated, max_new_tokens=o.max_new_tokens, temperature=o.temperature,
-                top_p=o.top_p, batch_size=o.batch_size, seed=o.seed + offset, max_prompt_tokens=settings.max_length)]
+                top_p=o.top_p, batch_size=o.batch_size, seed=o.seed + offset, max_prompt_tokens=settings.max_length,
+                generator=ctx.generator())]
             scores = self._score(scorer, repeated, texts)
             for i, prompt in enumerate(prompts):
                 group = slice(i * o.samples, (i + 1) * o.samples)

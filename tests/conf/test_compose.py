@@ -7,7 +7,7 @@ import pytest
 from alignkit.core.testing import compose
 
 CONF = files("alignkit.conf")
-REGISTRY_GROUPS = {"optimizer": "optimizer", "data": "data_source"}
+REGISTRY_GROUPS = {"optimizer": "optimizer", "data": "data_source", "generation": "generator"}
 
 
 def options(group):
@@ -15,7 +15,7 @@ def options(group):
 
 
 def all_options():
-    for group in ("pipeline", "model", "data", "optimizer", "logger"):
+    for group in ("pipeline", "model", "data", "optimizer", "logger", "generation"):
         for option in options(group):
             yield group, option
 
@@ -70,7 +70,7 @@ def test_trainer_defaults_match_the_engine_schema():
 
 
 def test_every_yaml_says_how_to_run_it():
-    for group in ("pipeline", "model", "data", "optimizer", "logger"):
+    for group in ("pipeline", "model", "data", "optimizer", "logger", "generation"):
         for option in options(group):
             text = CONF.joinpath(group, f"{option}.yaml").read_text()
             assert "Run:" in text.split("\n\n")[0] or "Run:" in text[:400], f"{group}/{option}.yaml"

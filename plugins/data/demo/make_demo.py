@@ -1,4 +1,4 @@
-"""Regenerate alignkit's demo data: sft.jsonl, preferences.jsonl and prompts.jsonl.
+"""Regenerate alignkit's demo data: sft.jsonl, preferences.jsonl, prompts.jsonl and the math prompt sets.
 
 Deterministic: every random choice comes from ``random.Random(SEED)``, so running it again
 writes byte-identical files. All text is written here, by the alignkit authors
@@ -27,6 +27,11 @@ SFT_MIX = {"arithmetic": 90, "capitals": 45, "conversions": 50, "strings": 55, "
 PREF_MIX = {"arithmetic": 110, "capitals": 60, "conversions": 70, "strings": 70, "definitions": 45,
             "refusals": 20, "over_refusal": 25}
 PROMPT_MIX = {"arithmetic": 28, "capitals": 12, "conversions": 20, "strings": 22, "definitions": 8, "refusals": 10}
+# The math prompt sets (``data=demo_math``) for online RL: questions the demo rules verify, none of them in
+# the files above. Enough fresh training questions that a policy cannot memorise answers, and a held-out set
+# large enough that a reward gain of a few points is outside its standard error.
+N_MATH_TRAIN, N_MATH_EVAL = 800, 120
+MATH_SEED = SEED + 1
 
 
 @dataclass(frozen=True)
@@ -478,10 +483,27 @@ def build(seed: int = SEED) -> dict[str, list[dict]]:
     return {"sft.jsonl": sft, "preferences.jsonl": preferences, "prompts.jsonl": prompts}
 
 
+def build_math(files: dict[str, list[dict]], seed: int = MATH_SEED) -> dict[str, list[dict]]:
+    """math_prompts.jsonl / math_eval_prompts.jsonl: arithmetic and unit conversions (2:1), disjoint from each
+    other and from every prompt in ``files``. A separate seed, so the three original files stay as they were."""
+    rng = random.Random(seed)
+    seen = {m["content"] for r in files["sft.jsonl"] for m in r["messages"] if m["role"] == "user"}
+    seen |= {m["content"] for name in ("preferences.jsonl", "prompts.jsonl") for r in files[name]
+             for m in r["prompt"] if m["role"] == "user"}
+    out = {}
+    for name, n in (("math_eval_prompts.jsonl", N_MATH_EVAL), ("math_prompts.jsonl", N_MATH_TRAIN)):
+        items = _unique(arithmetic, rng, n - n // 3, seen) + _unique(conversions, rng, n // 3, seen)
+        rng.shuffle(items)
+        out[name] = [{"prompt": _user(item.prompt)} for item in items]
+    return out
+
+
 def write(out: Path, seed: int = SEED) -> dict[str, int]:
     out.mkdir(parents=True, exist_ok=True)
     sizes = {}
-    for name, rows in build(seed).items():
+    files = build(seed)
+    files.update(build_math(files))
+    for name, rows in files.items():
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         (out / name).write_text(text, encoding="utf-8", newline="\n")
         sizes[name] = len(rows)
@@ -491,7 +513,7 @@ def write(out: Path, seed: int = SEED) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent,
-                        help="folder to write the three .jsonl files to (default: next to this script)")
+                        help="folder to write the .jsonl files to (default: next to this script)")
     args = parser.parse_args(argv)
     for name, n in write(args.out).items():
         print(f"{args.out / name}: {n} records")

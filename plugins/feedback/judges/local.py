@@ -34,7 +34,7 @@ class LocalJudge:
     """Scores rendered judge conversations with a causal LM; also generates critiques."""
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str, fingerprint: str, batch_size: int = 8,
-                 max_length: int = 1024, answer_prefix: str = "") -> None:
+                 max_length: int = 1024, answer_prefix: str = "", generator: Any = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.tokenizer.truncation_side = "left"  # too long a prompt loses its start, never the question
@@ -44,6 +44,7 @@ class LocalJudge:
         self.max_length = max_length
         self.answer_prefix = answer_prefix
         self.forward_calls = 0
+        self.generator = generator  # critiques and rationales: the run's generation backend (None: transformers)
 
     def identity(self) -> dict[str, Any]:
         return {"backend": "local", "model": self.fingerprint, "answer_prefix": self.answer_prefix,
@@ -87,5 +88,6 @@ class LocalJudge:
                  seed: int) -> list[str]:
         samples = sample_responses(self.model, self.tokenizer, [list(c) for c in conversations],
                                    max_new_tokens=max_new_tokens, temperature=temperature,
-                                   batch_size=self.batch_size, seed=seed, max_prompt_tokens=self.max_length)
+                                   batch_size=self.batch_size, seed=seed, max_prompt_tokens=self.max_length,
+                                   generator=self.generator)
         return [text.strip() for _, text in samples]

@@ -1,9 +1,12 @@
-"""The shipped demo data: all three kinds, sizes, a clear signal, and a deterministic generator."""
+"""The shipped demo data: all three kinds, sizes, a clear signal, the math prompt sets, and a deterministic generator."""
 
 import importlib.util
 import re
 import sys
 
+import pytest
+
+from alignkit.core import ConfigError
 from alignkit.plugins.data.plugin import DEMO_DIR, DemoDataSource, demo_source
 
 
@@ -46,6 +49,25 @@ def test_generator_reproduces_the_shipped_files(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up
     spec.loader.exec_module(module)
     sizes = module.write(tmp_path)
-    assert sizes == {"sft.jsonl": 300, "preferences.jsonl": 400, "prompts.jsonl": 100}
+    assert sizes == {"sft.jsonl": 300, "preferences.jsonl": 400, "prompts.jsonl": 100,
+                     "math_eval_prompts.jsonl": 120, "math_prompts.jsonl": 800}
     for name in sizes:
         assert (tmp_path / name).read_bytes() == (DEMO_DIR / name).read_bytes(), name
+
+
+def test_the_math_prompt_set_is_verifiable_held_out_and_unseen():
+    from alignkit.plugins.rules.demo import verifiable
+
+    math = DemoDataSource(prompt_set="math")
+    train, held_out = math.prompts("train"), math.prompts("eval")
+    assert (len(train), len(held_out)) == (800, 120)
+    texts = lambda rows: {row["prompt"][-1]["content"] for row in rows}  # noqa: E731
+    assert all(verifiable(row["prompt"]) for row in list(train) + list(held_out))
+    assert not texts(train) & texts(held_out)
+    mixed = DemoDataSource()
+    seen = texts(mixed.prompts("train")) | texts(mixed.prompts("eval")) | texts(mixed.preferences("train"))
+    seen |= {m["content"] for row in mixed.sft("train") for m in row["messages"] if m["role"] == "user"}
+    assert not (texts(train) | texts(held_out)) & seen  # no question the SFT model was trained or tested on
+    assert len(math.sft("train")) == len(mixed.sft("train"))  # SFT and preference data as data=demo
+    with pytest.raises(ConfigError, match="prompt_set must be one of mixed, math"):
+        DemoDataSource(prompt_set="maths")

@@ -1,0 +1,1 @@
+"""Generation backends: transformers ``generate`` (built in) and vLLM (the ``vllm`` extra)."""

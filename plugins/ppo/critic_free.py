@@ -30,7 +30,7 @@ from alignkit.core.pipeline import StageContext
 from alignkit.core.types import StageResult
 from alignkit.plugins.ppo import losses as L
 from alignkit.plugins.ppo import sharding as S
-from alignkit.plugins.ppo.actor_critic import ActorCritic, reference_logprobs
+from alignkit.plugins.ppo.actor_critic import ActorCritic
 from alignkit.plugins.ppo.ppo import (
     PPOOptimizer,
     _weighted,
@@ -70,6 +70,9 @@ class CriticFreeConfig:
     reward_clip: float = 0.0
     reward_normalize: bool = False
     reference: str = "auto"  # auto | copy | adapter | none (none: no KL at all, needs kl_coef=0)
+    # under N processes: every_rank (each holds its own copy) | rank0 (one copy; the others' batches go to it)
+    reward_placement: str = "every_rank"
+    reference_placement: str = "every_rank"
     # update
     update_epochs: int = 1  # passes over the rollouts per step (1: exactly on-policy)
     mini_batch_size: int = 0  # 0: the whole rollout batch
@@ -106,6 +109,7 @@ def _options(config: Any, schema: type, name: str) -> CriticFreeConfig:
     data.pop("name", None)
     o = schema(**data)
     choices = {"reference": ("auto", "copy", "adapter", "none"), "kl_penalty": ("reward", "loss"),
+               "reward_placement": S.PLACEMENTS, "reference_placement": S.PLACEMENTS,
                "kl_estimator": L.KL_ESTIMATORS, "loss_aggregation": ("token", "sequence")}
     for key, allowed in choices.items():
         if getattr(o, key) not in allowed:
@@ -196,9 +200,7 @@ class RLOOOptimizer(PPOOptimizer):
             ref_logps = None
             kl_seq = torch.zeros(len(rollout), device=device)
             if self._mode != "none":
-                adapter = reference is None
-                ref_logps = reference_logprobs(policy if adapter else reference, rollout.sequences, mask,
-                                               temperature, adapter=adapter)
+                ref_logps = self._reference_logps(policy, reference, rollout, mask, temperature)
                 kl_seq = L.per_token_kl(old.logprobs, ref_logps, mask).sum(dim=1)  # k1: what PPO reports
             penalised = scores.to(device) - kl_ctl.value * kl_seq  # reported; what PPO's return would be
             returns = scores.to(device)

@@ -71,6 +71,9 @@ class PPOConfig:
     reward_clip: float = 0.0  # 0: no clipping; else scores are clipped to [-clip, clip]
     reward_normalize: bool = False  # divide scores by their running std (subtract the running mean)
     reference: str = "auto"  # auto | copy | adapter   (auto: adapter with trainer.lora, else copy)
+    # under N processes: every_rank (each holds its own copy) | rank0 (one copy; the others' batches go to it)
+    reward_placement: str = "every_rank"
+    reference_placement: str = "every_rank"
     # critic and advantages
     critic: str = "separate"  # separate | shared  (shared: a value head on the policy)
     critic_init: str = "auto"  # auto | policy | reward_model   (auto: reward_model when the run has one)
@@ -98,7 +101,8 @@ def _options(config: Any) -> PPOConfig:
     data.pop("name", None)
     o = PPOConfig(**data)
     choices = {"reference": ("auto", "copy", "adapter"), "critic": ("separate", "shared"),
-               "critic_init": ("auto", "policy", "reward_model")}
+               "critic_init": ("auto", "policy", "reward_model"), "reward_placement": S.PLACEMENTS,
+               "reference_placement": S.PLACEMENTS}
     for key, allowed in choices.items():
         if getattr(o, key) not in allowed:
             raise ConfigError(f"optimizer.{key} must be one of {', '.join(allowed)}, not '{getattr(o, key)}'")
@@ -147,7 +151,8 @@ class PPOOptimizer:
         settings = ctx.trainer_settings()
         if settings.batch_size < 1:
             raise ConfigError("trainer.batch_size (rollouts per PPO step) must be at least 1")
-        scorer = ctx.preference_model()
+        scorer = (S.MainProcessScorer(ctx.preference_model) if o.reward_placement == "rank0"
+                  else ctx.preference_model())
         self.generator = ctx.generator()
         loaded = ctx.load_model("policy")
         tokenizer = loaded.tokenizer
@@ -157,7 +162,10 @@ class PPOOptimizer:
         acc = engine.accelerator
         reference_mode = self._reference_mode(settings)
         reference = None
-        if reference_mode == "copy":
+        # reference_placement=rank0: only the main process keeps the frozen copy and computes every
+        # process's reference log-probs (_reference_logps)
+        self._reference_on_main = reference_mode == "copy" and o.reference_placement == "rank0"
+        if reference_mode == "copy" and (not self._reference_on_main or acc.is_main_process):
             reference = copy.deepcopy(loaded.model).eval().requires_grad_(False)
         policy = engine.prepare_model(loaded.model)
         model = ActorCritic(policy, **self._critic(ctx, policy))
@@ -265,9 +273,8 @@ class PPOOptimizer:
         model.eval()  # no dropout: the sampled and the trained policy must be the same function
         with torch.no_grad():
             old = model(batch, mask, o.temperature if o.temperature > 0 else 1.0, with_values=True)
-            adapter = reference is None
-            ref_logps = reference_logprobs(policy if adapter else reference, rollout.sequences, mask,
-                                           o.temperature if o.temperature > 0 else 1.0, adapter=adapter)
+            ref_logps = self._reference_logps(policy, reference, rollout, mask,
+                                              o.temperature if o.temperature > 0 else 1.0)
             kl = L.per_token_kl(old.logprobs, ref_logps, mask)
             rewards = L.penalised_rewards(scores.to(device), kl, mask, kl_ctl.value)
             advantages, returns = L.compute_gae(rewards, old.values, mask, o.gamma, o.lam)
@@ -321,6 +328,24 @@ class PPOOptimizer:
         raw = S.gather_cat(self._score(scorer, rollout, step))
         truncated = S.gather_cat(rollout.truncated)
         return rollout, raw, truncated, S.mine(self._shape_scores(raw, truncated, moments), len(indices))
+
+    def _reference_logps(self, policy: Any, reference: Any, rollout: Rollout, mask: torch.Tensor,
+                         temperature: float) -> torch.Tensor:
+        """The frozen reference's log-probs of the rollout's response tokens, [B, T] like ``mask``:
+        the policy with its adapter off (LoRA), this process's copy, or the main process's copy
+        (``reference_placement=rank0``), which computes them for every process's rollouts."""
+        if not getattr(self, "_reference_on_main", False):
+            adapter = reference is None
+            return reference_logprobs(policy if adapter else reference, rollout.sequences, mask, temperature,
+                                      adapter=adapter)
+
+        def on_main(sequences: list) -> torch.Tensor:
+            lengths = torch.tensor([sum(s.scored) for s in sequences], dtype=torch.long)
+            full = response_mask(lengths).to(mask.device)
+            return reference_logprobs(reference, sequences, full, temperature, adapter=False)
+
+        rows = S.computed_on_main(on_main, rollout.sequences)
+        return rows[:, :mask.shape[1]].to(mask.device)
 
     @staticmethod
     def _score(scorer: Any, rollout: Rollout, step: int) -> torch.Tensor:

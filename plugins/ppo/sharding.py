@@ -13,7 +13,7 @@ In one process every helper here is the identity.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -93,3 +93,46 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tens
     if n > 1:
         var = var * n / (n - 1)
     return (x - mean) * torch.rsqrt(torch.tensor(var + eps, dtype=x.dtype, device=x.device)) * m
+
+
+# -- models placed on the main process only (optimizer.reward_placement / reference_placement = rank0) --
+
+PLACEMENTS = ("every_rank", "rank0")
+
+
+def computed_on_main(fn: Callable[[list[Any]], torch.Tensor], items: Sequence[Any]) -> torch.Tensor:
+    """``fn`` over every process's ``items`` (in rank order), run on the main process alone, where
+    the model it needs lives; returns this process's rows of the result (on the CPU).
+
+    Every process must call it at the same point: it gathers the items and shares the result.
+    """
+    world, rank = layout()
+    if world == 1:
+        return fn(list(items))
+    parts = D.gather(list(items))
+    shares = None
+    if rank == 0:
+        out = torch.as_tensor(fn([item for part in parts for item in part])).detach().cpu()
+        shares = list(torch.split(out, [len(part) for part in parts]))
+    return D.gather(shares)[0][rank]
+
+
+class MainProcessScorer:
+    """A preference model that only the main process loads (``reward_placement=rank0``): every
+    process's responses are scored there in one call and each gets its own scores back. Saves
+    one reward-model copy per extra process at the cost of the others waiting while it scores."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self.model = build() if layout()[1] == 0 else None
+
+    def score(self, prompts: Sequence[Any], responses: Sequence[str]) -> torch.Tensor:
+        def score_all(pairs: list[Any]) -> torch.Tensor:
+            scores = self.model.score([p for p, _ in pairs], [r for _, r in pairs])
+            return torch.as_tensor(scores, dtype=torch.float32).reshape(-1)
+
+        return computed_on_main(score_all, list(zip(prompts, responses)))
+
+    def __getattr__(self, name: str) -> Any:  # cache counters etc. of the wrapped model (main process)
+        if name == "model":
+            raise AttributeError(name)
+        return getattr(self.model, name) if self.model is not None else None

@@ -137,6 +137,20 @@ RL_ARGS = ["model=tiny-random", "logger=none", "data=files", f"data.prompts={DEM
            "evaluate.sycophancy_prompts=0", "evaluate.report=false"]
 
 
+SCORED_BY = """
+import os
+
+from alignkit.plugins.rules import demo
+
+
+def concise(prompt, response):
+    \"\"\"The demo rule, noting which process scored (tests the reward model's placement).\"\"\"
+    with open(os.environ["ALIGNKIT_TEST_SCORED_BY"], "a") as log:
+        log.write(os.environ.get("RANK", "-") + "\\n")
+    return demo.concise(prompt, response)
+"""
+
+
 def rl_steps(run, stage):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [r for r in records if r["stage"] == stage and "reward/mean" in r]
@@ -144,18 +158,28 @@ def rl_steps(run, stage):
 
 @pytest.mark.parametrize("method, extra", [
     ("grpo", ["optimizer.samples_per_prompt=4"]),
+    # one copy of the reward and reference models, on the main process, scoring every process's rollouts
+    ("grpo", ["optimizer.samples_per_prompt=4", "optimizer.reward_placement=rank0",
+              "optimizer.reference_placement=rank0"]),
     ("ppo", ["optimizer.ppo_epochs=2", "optimizer.whiten_advantages=true", "optimizer.reward_normalize=true"]),
 ])
-def test_two_processes_split_the_rollouts_and_train_like_one(method, extra, tmp_path):
+def test_two_processes_split_the_rollouts_and_train_like_one(method, extra, tmp_path, monkeypatch):
     """Each of 2 processes samples half of every step's batch; rewards, advantages and the loss
-    normalisation see the whole batch, so the run matches one process sampling all of it."""
+    normalisation see the whole batch, so the run matches one process sampling all of it. With
+    ``reward_placement=rank0`` only the main process scores (every process's responses)."""
     from alignkit.core.pipeline import run_pipeline
     from alignkit.core.registry import Registry
     from alignkit.core.testing import compose
 
-    args = [f"pipeline={method}", *RL_ARGS, *extra]
+    (tmp_path / "scored_by.py").write_text(SCORED_BY)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("ALIGNKIT_TEST_SCORED_BY", str(tmp_path / "ranks.txt"))
+    args = [f"pipeline={method}", *RL_ARGS, *extra, "preference_model.fn=scored_by:concise"]
     two, one = tmp_path / "two", tmp_path / "one"
     alignkit(*args, "launcher.num_processes=2", f"hydra.run.dir={two}")
+    ranks = set((tmp_path / "ranks.txt").read_text().split())
+    assert ranks == ({"0"} if "optimizer.reward_placement=rank0" in extra else {"0", "1"}), ranks
     run_pipeline(compose(args), one)
 
     a, b = rl_steps(one, method), rl_steps(two, method)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
-from alignkit.core import ConfigError, GeneratorEntry, hookimpl
+from alignkit.core import GeneratorEntry, hookimpl
 from alignkit.core.lm import TransformersGenerator
 
 
@@ -17,18 +17,13 @@ class TransformersGeneratorConfig:
 
 
 def options_of(cfg: Any, schema: type, name: str) -> dict[str, Any]:
-    """The config node as keyword arguments of ``schema`` (``name`` dropped; unknown keys are an error)."""
-    if cfg is None:
-        return {}
-    from omegaconf import DictConfig, OmegaConf
+    """The config node as keyword arguments of ``schema``, checked as any component's config is."""
+    from omegaconf import OmegaConf
 
-    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    from alignkit.core.pipeline import validate_config
+
+    data = OmegaConf.to_container(validate_config("generation", name, schema, cfg), resolve=True)
     data.pop("name", None)
-    allowed = {f.name for f in fields(schema)}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ConfigError(f"generation '{name}' has no option {', '.join(map(repr, unknown))}; "
-                          f"its options are: {', '.join(sorted(allowed))}")
     return data
 
 

@@ -124,7 +124,9 @@ def fake_vllm(monkeypatch):
     import vllm
 
     vllm.calls.clear()
-    return vllm
+    yield vllm
+    for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.")]:
+        del sys.modules[name]  # the stand-in must not look like an installed vLLM to later tests
 
 
 def greedy(generator, model, ids, max_new_tokens=6):

@@ -40,7 +40,7 @@ from alignkit.plugins.ppo.ppo import (
     step_unless_drifted,
     stop_if_diverged,
 )
-from alignkit.plugins.ppo.rollout import PromptPool, Rollout, response_mask
+from alignkit.plugins.ppo.rollout import PromptPool, Rollout, micro_batch, response_mask
 
 
 @dataclass
@@ -262,11 +262,8 @@ class RLOOOptimizer(PPOOptimizer):
             total = S.global_sum(local) / world
             mb_records = []
             for part in parts:
-                rows = torch.tensor(part, device=mask.device)
-                width = int(rollout.response_lengths[part].max())
-                m = mask[rows, :width]
-                out = model(pack([rollout.sequences[i] for i in part]).to(mask.device), m, temperature,
-                            with_values=False, with_entropy=epoch == 0)
+                rows, width, m, batch = micro_batch(rollout, mask, part)
+                out = model(batch, m, temperature, with_values=False, with_entropy=epoch == 0)
                 pg_loss, pg = L.policy_gradient_loss(
                     out.logprobs, old_logps[rows, :width], advantages[rows], m, o.cliprange,
                     ref_logprobs=ref_logps[rows, :width] if ref_logps is not None and kl_coef else None,

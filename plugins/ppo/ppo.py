@@ -42,7 +42,7 @@ from alignkit.plugins.ppo.actor_critic import (
     reference_logprobs,
     value_head,
 )
-from alignkit.plugins.ppo.rollout import PromptPool, Rollout, encode_prompts, generate, response_mask
+from alignkit.plugins.ppo.rollout import PromptPool, Rollout, encode_prompts, generate, micro_batch, response_mask
 
 log = logging.getLogger("alignkit")
 
@@ -390,10 +390,7 @@ class PPOOptimizer:
             weight_total = S.global_sum(local) / world
             mb_records = []
             for part in parts:
-                rows = torch.tensor(part, device=mask.device)
-                width = int(rollout.response_lengths[part].max())
-                m = mask[rows, :width]
-                batch = pack([rollout.sequences[i] for i in part]).to(mask.device)
+                rows, width, m, batch = micro_batch(rollout, mask, part)
                 out = model(batch, m, temperature, with_values=True, with_entropy=epoch == 0)
                 pg_loss, pg = L.policy_loss(out.logprobs, old.logprobs[rows, :width], advantages[rows, :width],
                                             m, o.cliprange)

@@ -120,6 +120,16 @@ def generate(model: Any, tokenizer: Any, pool: PromptPool, indices: Sequence[int
                    truncated=torch.tensor(truncated, dtype=torch.bool))
 
 
+def micro_batch(rollout: Rollout, mask: torch.Tensor, part: Sequence[int]) -> tuple[torch.Tensor, int, torch.Tensor, Any]:
+    """The rows ``part`` of a rollout for one training forward: their row indices, the widest
+    response among them, their response mask cut to that width, and their packed sequences."""
+    from alignkit.core.lm import pack
+
+    rows = torch.tensor(part, device=mask.device)
+    width = int(rollout.response_lengths[list(part)].max())
+    return rows, width, mask[rows, :width], pack([rollout.sequences[i] for i in part]).to(mask.device)
+
+
 def response_mask(lengths: torch.Tensor) -> torch.Tensor:
     """[B, T] float mask with 1 on the first ``lengths[b]`` positions of row b."""
     width = int(lengths.max()) if lengths.numel() else 0

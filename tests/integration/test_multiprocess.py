@@ -162,6 +162,8 @@ def rl_steps(run, stage):
     ("grpo", ["optimizer.samples_per_prompt=4", "optimizer.reward_placement=rank0",
               "optimizer.reference_placement=rank0"]),
     ("ppo", ["optimizer.ppo_epochs=2", "optimizer.whiten_advantages=true", "optimizer.reward_normalize=true"]),
+    # pairs per process, the DPO loss averaged over every process's pairs
+    ("online_dpo", ["optimizer.samples_per_prompt=4", "optimizer.trainer.learning_rate=1e-3"]),
 ])
 def test_two_processes_split_the_rollouts_and_train_like_one(method, extra, tmp_path, monkeypatch):
     """Each of 2 processes samples half of every step's batch; rewards, advantages and the loss

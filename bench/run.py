@@ -5,6 +5,7 @@
     python bench/run.py --model tiny-random --task dpo            # alignkit precompute + copy, TRL default + precompute
     python bench/run.py --model tiny-random --task reward         # Bradley-Terry reward model vs TRL RewardTrainer
     python bench/run.py --model tiny-random --task grpo --steps 10  # alignkit grpo vs TRL GRPOTrainer (also: rloo)
+    python bench/run.py --model tiny-random --task online_dpo       # alignkit online_dpo vs TRL OnlineDPOTrainer
     python bench/run.py --all                                     # the matrix (see MATRIX)
     python bench/run.py --seqlen 128 256 512                      # alignkit tiny SFT cost vs max_length
 
@@ -27,6 +28,11 @@ copy on both sides). The prompts of each step are alignkit's (``prompt_indices``
 that order (``shuffle_dataset=False``). A step is generation + scoring + reference + update on both
 sides: alignkit's ``time/step_seconds``, TRL's wall clock between ``on_step_end`` callbacks; tokens are
 prompt + completion tokens of the 8 sequences the policy's training forward processes.
+
+``--task online_dpo``: the same 8 completions per step as 4 prompts x 2 samples, the same reward, then
+one sigmoid-DPO step (beta 0.1, TRL's default learning rate 5e-7) against a frozen reference copy on
+both sides; a tie (both samples scored alike) still trains with the first sample as chosen, as TRL
+does (alignkit ``optimizer.ties=keep``), so both sides run the same forwards and backwards.
 """
 
 from __future__ import annotations
@@ -56,10 +62,11 @@ SMOLLM2_SHAPE = {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_hea
 """``--model smollm2-random``: ``tiny-random`` built in SmolLM2-135M's shape (random weights, nothing to download)."""
 DEVICE = "cpu"  # --device; cuda: both sides in bf16 autocast on fp32 weights
 LEARNING_RATE = {"sft": 5e-5, "dpo": 5e-6, "reward": 5e-5,  # alignkit's defaults; TRL gets the same explicitly
-                 "grpo": 1e-6, "rloo": 1e-6}
-ONLINE = ("grpo", "rloo")  # on-policy tasks: generation inside every step
-ONLINE_BETA = {"grpo": 0.0, "rloo": 0.05}  # TRL 1.16's defaults (TRL-BASELINE.md)
-GENERATIONS, COMPLETION_TOKENS = 4, 64
+                 "grpo": 1e-6, "rloo": 1e-6, "online_dpo": 5e-7}
+ONLINE = ("grpo", "rloo", "online_dpo")  # on-policy tasks: generation inside every step
+ONLINE_BETA = {"grpo": 0.0, "rloo": 0.05, "online_dpo": 0.1}  # TRL 1.16's defaults (TRL-BASELINE.md); DPO's beta
+GENERATIONS = {"grpo": 4, "rloo": 4, "online_dpo": 2}  # samples per prompt
+COMPLETION_TOKENS = 64
 WARMUP_RATIO = 0.1  # alignkit's default linear warm-up; TRL gets int(0.1 * total) warm-up steps
 SEED = 42
 THREADS = 2
@@ -466,7 +473,7 @@ def online_prompts(spec: dict) -> tuple[list, list[list[int]]]:
     from alignkit.plugins.ppo.ppo import prompt_indices
 
     pool = [row["prompt"] for row in FilesDataSource(preferences=spec["pref_file"], eval_fraction=0).prompts("train")]
-    per_step = spec["batch_size"] // GENERATIONS
+    per_step = spec["batch_size"] // GENERATIONS[spec["task"]]
     return pool, [prompt_indices(len(pool), per_step, SEED, step) for step in range(spec["warmup"] + spec["steps"])]
 
 
@@ -492,10 +499,13 @@ def child_alignkit_online(spec: dict) -> dict:
         f"trainer.num_threads={spec['threads']}", f"trainer.seed={SEED}", "trainer.checkpoint_every=0",
         "trainer.progress=false", "trainer.grad_accum=1", "trainer.gradient_checkpointing=false",
         f"trainer.mixed_precision={'bf16' if spec.get('device') == 'cuda' else 'no'}",
-        f"optimizer.samples_per_prompt={GENERATIONS}", f"optimizer.max_new_tokens={COMPLETION_TOKENS}",
+        f"optimizer.samples_per_prompt={GENERATIONS[task]}", f"optimizer.max_new_tokens={COMPLETION_TOKENS}",
         f"optimizer.min_new_tokens={COMPLETION_TOKENS}", "optimizer.temperature=1.0", "optimizer.eval_prompts=0",
-        "optimizer.sample_every=0", f"optimizer.trainer.learning_rate={spec['lr']}", f"optimizer.kl_coef={beta}",
-        *(["optimizer.reference=none"] if beta == 0 else ["optimizer.kl_penalty=reward", "optimizer.kl_estimator=k1"]),
+        "optimizer.sample_every=0", f"optimizer.trainer.learning_rate={spec['lr']}",
+        *([f"optimizer.beta={beta}", "optimizer.ties=keep", "optimizer.reference=copy"] if task == "online_dpo" else
+          [f"optimizer.kl_coef={beta}"]),
+        *(["optimizer.reference=none"] if beta == 0 else
+          ["optimizer.kl_penalty=reward", "optimizer.kl_estimator=k1"] if task == "rloo" else []),
         f"pipeline.stages=[{{name:{task},optimizer:{task},requires:prompts}}]",
     ]
     registry = Registry()
@@ -553,7 +563,8 @@ def child_trl_online(spec: dict) -> dict:
     params = sum(p.numel() for p in model.parameters())
     answers = {r["prompt"]: r["answer"] for r in read_jsonl(spec["pref_file"])}
     pool, steps = online_prompts(spec)
-    # alignkit's prompts in alignkit's order; TRL's sampler repeats each num_generations times
+    # alignkit's prompts in alignkit's order; GRPO's and RLOO's sampler repeats each num_generations
+    # times, OnlineDPOTrainer samples two completions of each row
     dataset = Dataset.from_list([{"prompt": pool[i], "answer": answers[pool[i][-1]["content"]]}
                                  for step in steps for i in step])
 
@@ -602,12 +613,22 @@ def child_trl_online(spec: dict) -> dict:
         gradient_accumulation_steps=1, learning_rate=spec["lr"], lr_scheduler_type="constant", warmup_steps=0,
         weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch_fused", bf16=spec.get("device") == "cuda",
         fp16=False, gradient_checkpointing=False, use_cpu=spec.get("device", "cpu") == "cpu", report_to="none",
-        seed=SEED, save_strategy="no", disable_tqdm=True, logging_steps=10, num_generations=GENERATIONS,
-        max_completion_length=COMPLETION_TOKENS, generation_kwargs={"min_new_tokens": COMPLETION_TOKENS},
-        temperature=1.0, beta=ONLINE_BETA[task], shuffle_dataset=False,
+        seed=SEED, save_strategy="no", disable_tqdm=True, logging_steps=10,
+        generation_kwargs={"min_new_tokens": COMPLETION_TOKENS}, temperature=1.0, beta=ONLINE_BETA[task],
     )
+    if task != "online_dpo":
+        common.update(num_generations=GENERATIONS[task], max_completion_length=COMPLETION_TOKENS,
+                      shuffle_dataset=False)
     t1 = time.perf_counter()
-    if task == "grpo":
+    if task == "online_dpo":  # the batch counts prompts (2 samples each); prompts in alignkit's order
+        from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
+
+        common.update(per_device_train_batch_size=spec["batch_size"] // GENERATIONS[task], top_k=0,
+                      max_new_tokens=COMPLETION_TOKENS, max_length=spec["max_length"], loss_type="sigmoid",
+                      train_sampling_strategy="sequential")
+        trainer = OnlineDPOTrainer(model=model, reward_funcs=reward, args=OnlineDPOConfig(**common),
+                                   train_dataset=dataset, processing_class=tokenizer, callbacks=[Timer()])
+    elif task == "grpo":
         from trl import GRPOConfig, GRPOTrainer
 
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=GRPOConfig(**common), train_dataset=dataset,
@@ -629,7 +650,8 @@ def child_trl_online(spec: dict) -> dict:
         "step_tokens": step_tokens,
         "generate_seconds": gen_times,
         "generated_tokens_per_second": [spec["batch_size"] * COMPLETION_TOKENS / t for t in gen_times],
-        "rewards": [entry["reward"] for entry in logged if "reward" in entry],
+        "rewards": [entry.get("reward", entry.get("objective/scores")) for entry in logged
+                    if "reward" in entry or "objective/scores" in entry],
         "losses": [entry["loss"] for entry in logged if "loss" in entry],
         "load_seconds": load_seconds,
         "setup_seconds": setup_seconds,

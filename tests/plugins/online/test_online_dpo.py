@@ -61,7 +61,7 @@ def test_online_dpo_learns_a_rule_reward_from_fresh_pairs(registry, tmp_path):
     steps = steps_of(rd)
     rewards = [s["reward/mean"] for s in steps]
     assert [s["step"] for s in steps] == list(range(1, 9))
-    first, last = steps[0], steps[-1]
+    first = steps[0]
     # step 1: the policy is the reference, so every log-ratio is 0 and the loss is -log sigmoid(0)
     assert first["loss"] == pytest.approx(math.log(2), abs=1e-5)
     assert first["rewards/margin"] == pytest.approx(0.0, abs=1e-5) and first["rollout/kl"] == pytest.approx(0, abs=1e-4)

@@ -197,7 +197,9 @@ class OnlineDPOOptimizer(RLOOOptimizer):
         o = self.options
         world = S.layout()[0]
         count = len(weights)
-        micro = max(1, min(settings.grad_accum, count))
+        # every process takes the same number of backward passes (each one joins an all-reduce),
+        # so the split follows the process with the fewest pairs
+        micro = max(1, min(settings.grad_accum, -int(S.global_max(-float(count)))))
         kl_rows = torch.zeros(2 * count)
         sums: dict[str, float] = {}
         for part in (list(range(count))[i::micro] for i in range(micro)):

@@ -173,6 +173,17 @@ class RLOOOptimizer(PPOOptimizer):
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-4)
         return advantages
 
+    def _group_rollout(self, policy: Any, tokenizer: Any, pool: PromptPool, scorer: Any, moments: L.RunningMoments,
+                       settings: TrainerConfig, step: int) -> tuple[Rollout, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This step's k samples of each of ``batch_size / k`` prompts, side by side, scored (as
+        ``PPOOptimizer._rollout``). Under N processes each samples and scores its own prompts (their
+        k samples together); the raw scores come back gathered from every process."""
+        k = self.options.samples_per_prompt
+        prompts = prompt_indices(len(pool), settings.batch_size // k, settings.seed, step)
+        prompts = S.local_slice(prompts, "the prompts per step (trainer.batch_size / optimizer.samples_per_prompt)")
+        indices = [i for i in prompts for _ in range(k)]
+        return self._rollout(policy, tokenizer, pool, indices, scorer, moments, settings, step)
+
     # ---------------------------------------------------------------------------------
     def _step(self, model: Any, unwrap: Any, reference: Any, tokenizer: Any, pool: PromptPool, scorer: Any,
               kl_ctl: L.FixedKLController, moments: L.RunningMoments, optimizer: Any, settings: TrainerConfig,
@@ -181,15 +192,9 @@ class RLOOOptimizer(PPOOptimizer):
         k = o.samples_per_prompt
         started = time.perf_counter()
         device = acc.device
-        prompts = prompt_indices(len(pool), settings.batch_size // k, settings.seed, step)
-        # under N processes each samples, scores and trains on its own prompts (their k samples together)
-        prompts = S.local_slice(prompts, "the prompts per step (trainer.batch_size / optimizer.samples_per_prompt)")
-        indices = [i for i in prompts for _ in range(k)]  # the k samples of a prompt side by side
-        n = len(indices)
         policy = unwrap().policy
-        # reward shaping and baselines see the whole step's batch, gathered from every process
-        rollout, raw, truncated, scores = self._rollout(policy, tokenizer, pool, indices, scorer, moments, settings,
-                                                        step)
+        rollout, raw, truncated, scores = self._group_rollout(policy, tokenizer, pool, scorer, moments, settings, step)
+        n = len(rollout)
         generate_seconds = rollout.seconds
 
         temperature = o.temperature if o.temperature > 0 else 1.0

@@ -28,7 +28,7 @@ from alignkit.plugins.dpo.losses import LOSS_TYPES, dpo_loss, implicit_reward_ac
 from alignkit.plugins.ppo import losses as L
 from alignkit.plugins.ppo import sharding as S
 from alignkit.plugins.ppo.critic_free import RLOOOptimizer
-from alignkit.plugins.ppo.ppo import prompt_indices, stop_if_diverged
+from alignkit.plugins.ppo.ppo import stop_if_diverged
 from alignkit.plugins.ppo.rollout import PromptPool, Rollout, micro_batch, response_mask
 
 TIES = ("skip", "keep")
@@ -129,13 +129,9 @@ class OnlineDPOOptimizer(RLOOOptimizer):
         k = o.samples_per_prompt
         started = time.perf_counter()
         device = acc.device
-        prompts = prompt_indices(len(pool), settings.batch_size // k, settings.seed, step)
-        prompts = S.local_slice(prompts, "the prompts per step (trainer.batch_size / optimizer.samples_per_prompt)")
-        indices = [i for i in prompts for _ in range(k)]
-        n = len(indices)
         policy = unwrap().policy
-        rollout, raw, truncated, scores = self._rollout(policy, tokenizer, pool, indices, scorer, moments, settings,
-                                                        step)
+        rollout, raw, truncated, scores = self._group_rollout(policy, tokenizer, pool, scorer, moments, settings, step)
+        n = len(rollout)
         generate_seconds = rollout.seconds
 
         pairs = online_pairs(scores, k, o.ties)  # this process's rows

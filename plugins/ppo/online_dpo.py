@@ -140,10 +140,9 @@ class OnlineDPOOptimizer(RLOOOptimizer):
         if not pairs and total:  # every process joins the gradient all-reduce, with a zero-weight pair
             pairs, weights = [(0, 1)], [0.0]
         rows = [r for pair in pairs for r in pair]  # chosen, rejected side by side
-        chosen_scores = scores[[c for c, _ in pairs]] if pairs else scores[:0]
-        rejected_scores = scores[[r for _, r in pairs]] if pairs else scores[:0]
+        chosen_scores, rejected_scores = scores[rows[0::2]], scores[rows[1::2]]
         sub = _select(rollout, rows)
-        mask = response_mask(sub.response_lengths).to(device) if rows else None
+        mask = response_mask(sub.response_lengths).to(device)
 
         model.eval()  # no dropout: the sampled and the trained policy are one function
         stats: dict[str, float] = {"update/optimizer_steps": 0}
@@ -159,7 +158,7 @@ class OnlineDPOOptimizer(RLOOOptimizer):
         lengths = S.gather_cat(rollout.response_lengths)
         elapsed = S.global_max(time.perf_counter() - started)
         generate_seconds = S.global_max(generate_seconds)
-        real = torch.tensor(weights, dtype=torch.bool) if pairs else torch.zeros(0, dtype=torch.bool)
+        real = torch.tensor(weights, dtype=torch.bool)
         groups = raw.view(-1, k)
         margin = S.global_sum(float((chosen_scores - rejected_scores)[real].sum()))
         metrics = {
@@ -178,11 +177,9 @@ class OnlineDPOOptimizer(RLOOOptimizer):
             **stats,
         }
         if self._mode != "none" and total:  # KL(policy || reference) per trained response (k1, summed over tokens)
-            trained_kl = kl_rows.view(-1, 2)[real] if pairs else kl_rows[:0]
-            metrics["rollout/kl"] = S.global_sum(float(trained_kl.sum())) / (2 * total)
+            metrics["rollout/kl"] = S.global_sum(float(kl_rows.view(-1, 2)[real].sum())) / (2 * total)
         # samples.jsonl: the trained pairs, chosen then rejected
-        sample_scores = torch.stack([chosen_scores, rejected_scores], dim=1).reshape(-1) if pairs else scores[:0]
-        return metrics, sub, sample_scores, kl_rows
+        return metrics, sub, scores[rows], kl_rows
 
     def _update(self, model: Any, optimizer: Any, sub: Rollout, mask: torch.Tensor, ref_logps: torch.Tensor | None,
                 weights: torch.Tensor, total: float, settings: TrainerConfig, step: int, acc: Any,
@@ -222,9 +219,10 @@ class OnlineDPOOptimizer(RLOOOptimizer):
                                ("logps/rejected", logps[1::2]), ("length/chosen", lengths[0::2]),
                                ("length/rejected", lengths[1::2])):
                 sums[key] = sums.get(key, 0.0) + float(value.detach()[real].float().sum())
-            if real.any():
-                accuracy = implicit_reward_accuracy(chosen_r[real], rejected_r[real]) * int(real.sum())
-                sums["rewards/accuracy"] = sums.get("rewards/accuracy", 0.0) + accuracy
+            # summed on every process, also one whose only pair is the zero-weight stand-in: each key
+            # below is one collective call, and every process must make the same ones
+            accuracy = implicit_reward_accuracy(chosen_r[real], rejected_r[real]) if real.any() else 0.0
+            sums["rewards/accuracy"] = sums.get("rewards/accuracy", 0.0) + accuracy * int(real.sum())
         out = {key: S.global_sum(value) / total for key, value in sums.items()}
         if settings.max_grad_norm and settings.max_grad_norm > 0:
             out["grad_norm"] = float(acc.clip_grad_norm_(model.parameters(), settings.max_grad_norm))

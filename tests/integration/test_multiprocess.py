@@ -200,3 +200,27 @@ def test_two_processes_split_the_rollouts_and_train_like_one(method, extra, tmp_
     # another order) into steps of up to lr; PPO's clipped value loss adds discrete flips. A
     # run that trained on half the batch lands a good fraction of `moved` away.
     assert apart < max(1e-4, 0.05 * moved), f"2 processes differ from 1 by {apart} (weights moved {moved})"
+
+
+TIES_ON_RANK_1 = """
+import os
+
+
+def variety_unless_rank_1(prompt, response):
+    \"\"\"Distinct characters (answers rarely tie) on rank 0; one score for everything on rank 1.\"\"\"
+    return 0.5 if os.environ.get("RANK") == "1" else float(len(set(response)))
+"""
+
+
+def test_online_dpo_runs_when_one_process_has_no_pair(tmp_path, monkeypatch):
+    """Rank 1's answers all tie, so it trains on a zero-weight stand-in pair while rank 0 trains on
+    its own: both still make the same collective calls, and only rank 0's pair counts."""
+    (tmp_path / "ties_on_rank_1.py").write_text(TIES_ON_RANK_1)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    run = tmp_path / "two"
+    alignkit("pipeline=online_dpo", *RL_ARGS, "optimizer.samples_per_prompt=4", "trainer.max_steps=2",
+             "preference_model.fn=ties_on_rank_1:variety_unless_rank_1", "launcher.num_processes=2",
+             f"hydra.run.dir={run}")
+    steps = rl_steps(run, "online_dpo")
+    assert [s["pairs/trained"] for s in steps] == [1, 1], "one pair a step: rank 0's"
+    assert all(s["update/optimizer_steps"] == 1 and "rewards/accuracy" in s for s in steps)

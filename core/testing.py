@@ -9,6 +9,8 @@ Fixtures:
   tiny_model       the ``tiny-random`` model and tokenizer
   run_alignkit     run a pipeline in-process into a temporary run directory
 
+``StopAt(stage, step)``: a plugin that kills a run after a step, for resume tests.
+
 Contract suites a component author subclasses (``class TestMine(FeedbackProviderContract):
 name = "mine"``): ``FeedbackProviderContract``, ``PreferenceModelContract``, ``OptimizerContract``.
 """
@@ -20,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 import pytest
 
+from alignkit.core.hookspecs import hookimpl
 from alignkit.core.registry import Registry
 
 EVALUATE_FAST = (  # the evaluate stage that ends every pipeline, sized for tests
@@ -136,6 +139,23 @@ def run_alignkit(tmp_path: Path, registry) -> Callable[..., Any]:
         return run_pipeline(cfg, run_dir or tmp_path / "run", registry)
 
     return _run
+
+
+class StopAt:
+    """A plugin that kills a run in the after-step hook of ``stage`` at ``step``, as a crash
+    mid-stage would: register it, expect ``StopAt.Killed``, unregister it and rerun the same
+    command to test that the stage resumes from its newest checkpoint."""
+
+    class Killed(Exception):
+        pass
+
+    def __init__(self, stage: str, step: int) -> None:
+        self.stage, self.step = stage, step
+
+    @hookimpl
+    def alignkit_after_step(self, run: Any, stage: str, step: int, metrics: Any) -> None:
+        if stage == self.stage and step == self.step:
+            raise StopAt.Killed
 
 
 # --------------------------------------------------------------------------------------

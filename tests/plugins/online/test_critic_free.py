@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 import alignkit.plugins.data.demo as demo_pkg
-from alignkit.core import ConfigError, hookimpl
+from alignkit.core import ConfigError
 from alignkit.core.pipeline import run_pipeline
-from alignkit.core.testing import FAST_OVERRIDES, OptimizerContract, compose
+from alignkit.core.testing import FAST_OVERRIDES, OptimizerContract, StopAt, compose
 
 PROMPTS = Path(demo_pkg.__file__).parent / "prompts.jsonl"
 
@@ -96,21 +96,11 @@ def test_update_options_lora_and_no_reference(registry, tmp_path):
     assert "rollout/kl" not in last and last["reward_with_kl/mean"] == pytest.approx(last["reward/mean"])
 
 
-class StopAt:
-    class Killed(Exception):
-        pass
-
-    @hookimpl
-    def alignkit_after_step(self, run, stage, step, metrics):
-        if stage == "grpo" and step == 2:
-            raise StopAt.Killed
-
-
 def test_a_stopped_run_resumes_to_the_same_policy(registry, plugin_manager, tmp_path):
     fast = ("trainer.max_steps=3", "trainer.checkpoint_every=1", "trainer.batch_size=4",
             "optimizer.samples_per_prompt=2", "optimizer.max_new_tokens=4", "optimizer.update_epochs=2")
     straight = run(registry, tmp_path / "straight", "grpo", *fast)
-    killer = StopAt()
+    killer = StopAt("grpo", 2)
     plugin_manager.register(killer)
     with pytest.raises(StopAt.Killed):
         run(registry, tmp_path / "stopped", "grpo", *fast)

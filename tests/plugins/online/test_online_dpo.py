@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 import alignkit.plugins.data.demo as demo_pkg
-from alignkit.core import ConfigError, hookimpl
+from alignkit.core import ConfigError
 from alignkit.core.pipeline import run_pipeline
-from alignkit.core.testing import FAST_OVERRIDES, OptimizerContract, compose
+from alignkit.core.testing import FAST_OVERRIDES, OptimizerContract, StopAt, compose
 from alignkit.plugins.ppo.online_dpo import online_pairs
 
 PROMPTS = Path(demo_pkg.__file__).parent / "prompts.jsonl"
@@ -109,21 +109,11 @@ def test_variants_lora_and_micro_batches(registry, tmp_path):
     assert "rollout/kl" not in steps_of(rd)[0]
 
 
-class StopAt:
-    class Killed(Exception):
-        pass
-
-    @hookimpl
-    def alignkit_after_step(self, run, stage, step, metrics):
-        if stage == "online_dpo" and step == 2:
-            raise StopAt.Killed
-
-
 def test_a_stopped_run_resumes_to_the_same_policy(registry, plugin_manager, tmp_path):
     fast = ("trainer.max_steps=3", "trainer.checkpoint_every=1", "trainer.batch_size=4", "optimizer.max_new_tokens=4",
             "optimizer.ties=keep")
     straight = run(registry, tmp_path / "straight", *fast)
-    killer = StopAt()
+    killer = StopAt("online_dpo", 2)
     plugin_manager.register(killer)
     with pytest.raises(StopAt.Killed):
         run(registry, tmp_path / "stopped", *fast)

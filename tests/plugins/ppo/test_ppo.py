@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 import alignkit.plugins.data.demo as demo_pkg
-from alignkit.core import ConfigError, hookimpl
+from alignkit.core import ConfigError
 from alignkit.core.pipeline import run_pipeline
-from alignkit.core.testing import FAST_OVERRIDES, compose
+from alignkit.core.testing import FAST_OVERRIDES, StopAt, compose
 
 PROMPTS = Path(demo_pkg.__file__).parent / "prompts.jsonl"
 
@@ -66,27 +66,12 @@ def test_ppo_raises_a_learnable_rule_reward(registry, tmp_path):
     assert (rd.path / "02-ppo" / "model" / "model.safetensors").exists()
 
 
-class StopAt:
-    """Raises inside the after-step hook: a run killed in the middle of the stage."""
-
-    class Killed(Exception):
-        pass
-
-    def __init__(self, step):
-        self.step = step
-
-    @hookimpl
-    def alignkit_after_step(self, run, stage, step, metrics):
-        if stage == "ppo" and step == self.step:
-            raise StopAt.Killed
-
-
 def test_a_stopped_run_resumes_to_the_same_policy(registry, plugin_manager, tmp_path):
     fast = ("trainer.max_steps=3", "trainer.checkpoint_every=1", "trainer.batch_size=4",
             "optimizer.max_new_tokens=4", "optimizer.ppo_epochs=2", "optimizer.adaptive_kl=true",
             "optimizer.target_kl=0.01", "optimizer.kl_horizon=10", "optimizer.reward_normalize=true")
     straight = run_ppo(registry, tmp_path / "straight", *fast)
-    killer = StopAt(2)  # logged before step 2's checkpoint: the rerun resumes from step 1
+    killer = StopAt("ppo", 2)  # logged before step 2's checkpoint: the rerun resumes from step 1
     plugin_manager.register(killer)
     with pytest.raises(StopAt.Killed):
         run_ppo(registry, tmp_path / "stopped", *fast)

@@ -1,6 +1,7 @@
 """``alignkit label ...``: run the annotation app and move pairs and labels in and out.
 
-    alignkit label serve --db URL [--host 127.0.0.1] [--port 8000]
+    alignkit label serve --db URL [--host 127.0.0.1] [--port 8000] [--trusted-proxy ADDR]
+                         [--connection-limit N] [--channel-timeout S]
     alignkit label add-annotator NAME [--admin] --db URL       prints the secret token once
     alignkit label rotate-token NAME --db URL
     alignkit label import --db URL --project P (--pairs F.jsonl | --run RUN_DIR | --argilla F.json | --label-studio F.json)
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from alignkit.core.errors import AlignkitError
+from alignkit.plugins.human.limits import CHANNEL_TIMEOUT, CONNECTION_LIMIT, PROXY_HEADERS
 
 DEFAULT_DB = "sqlite:///labels.db"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -35,11 +37,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--threads", type=int, default=8)
+    p.add_argument("--trusted-proxy", metavar="ADDR",
+                   help="address of the TLS-terminating reverse proxy (e.g. 127.0.0.1): its forwarded headers are "
+                        "believed, so https pages and their forms work and the cookie is Secure")
+    p.add_argument("--trusted-proxy-headers", metavar="H,H",
+                   help=f"forwarded headers to believe from it (default {','.join(PROXY_HEADERS)}; "
+                        "or 'forwarded' for the RFC 7239 Forwarded header)")
+    p.add_argument("--trusted-proxy-count", type=int, default=1, metavar="N",
+                   help="proxies in the chain to believe (default 1)")
+    p.add_argument("--connection-limit", type=int, default=CONNECTION_LIMIT, metavar="N",
+                   help=f"connections served at once (default {CONNECTION_LIMIT})")
+    p.add_argument("--channel-timeout", type=int, default=CHANNEL_TIMEOUT, metavar="S",
+                   help=f"close a connection idle this many seconds (default {CHANNEL_TIMEOUT})")
 
     p = sub.add_parser("add-annotator", help="create an annotator and print their secret token")
     p.add_argument("name")
     p.add_argument("--admin", action="store_true", help="may see the admin page and download labels")
-    p.add_argument("--url", default="http://127.0.0.1:8000", help="the app's address, for the login link")
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="the app's address, for the sign-in page")
     db(p)
 
     p = sub.add_parser("rotate-token", help="issue a new token for an annotator (the old one stops working)")
@@ -88,21 +102,32 @@ def run(args: argparse.Namespace) -> int:
     store = Store(args.db)
     try:
         if args.command == "serve":
-            from alignkit.plugins.human.app import serve
+            from alignkit.plugins.human.app import serve, waitress_options
 
-            if args.host not in LOCAL_HOSTS:
+            if args.trusted_proxy_headers and not args.trusted_proxy:
+                raise ValueError("--trusted-proxy-headers needs --trusted-proxy ADDR (the proxy they come from)")
+            headers = [h.strip() for h in (args.trusted_proxy_headers or ",".join(PROXY_HEADERS)).split(",")
+                       if h.strip()]
+            options = dict(trusted_proxy=args.trusted_proxy, trusted_proxy_headers=headers,
+                           trusted_proxy_count=args.trusted_proxy_count, connection_limit=args.connection_limit,
+                           channel_timeout=args.channel_timeout)
+            waitress_options(**options)  # a wrong option is an error before the admin token is made
+            if args.host not in LOCAL_HOSTS and not args.trusted_proxy:
                 print(f"alignkit label: serving on {args.host}: anyone who can reach this address can try tokens; "
-                      "put it behind TLS (a reverse proxy) when it leaves this machine", file=sys.stderr)
+                      "put it behind TLS (a reverse proxy, then --trusted-proxy ADDR) when it leaves this machine",
+                      file=sys.stderr)
             if not store.has_admin():
                 token = store.add_annotator("admin", admin=True)
                 print(f"alignkit label: created the admin token (shown once): {token}")
-            print(f"alignkit label: serving {store.display_url} at http://{args.host}:{args.port}/ "
+            behind = f", behind the proxy at {args.trusted_proxy}" if args.trusted_proxy else ""
+            print(f"alignkit label: serving {store.display_url} at http://{args.host}:{args.port}/{behind} "
                   "(annotators sign in with their token)", flush=True)
-            serve(store, args.host, args.port, threads=args.threads)
+            serve(store, args.host, args.port, threads=args.threads, **options)
         elif args.command == "add-annotator":
             token = store.add_annotator(args.name, admin=args.admin)
             print(f"token for {args.name} (shown once; only its hash is stored): {token}")
-            print(f"login link: {args.url.rstrip('/')}/login?token={token}")
+            # never the token in a URL: links end up in proxy logs and browser history, and must not sign in
+            print(f"sign in at {args.url.rstrip('/')}/login with that token")
         elif args.command == "rotate-token":
             print(f"new token for {args.name}: {store.rotate_token(args.name)}")
         elif args.command == "import":

@@ -10,6 +10,9 @@ server is killed the next instant. PostgreSQL works with the same code through i
 Uniqueness is enforced by the database, not by the app: an item is unique per
 (project, content key), a label per (item, annotator), an assignment per (item,
 annotator). That makes re-submits and re-pushed pairs idempotent under any concurrency.
+
+New tables appear in an existing database on the next start (``create_all`` adds missing
+tables and never alters existing ones), which is how ``login_sessions`` arrived.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from sqlalchemy import (
     UniqueConstraint,
     case,
     create_engine,
+    delete,
     event,
     func,
     select,
@@ -47,6 +51,10 @@ ASSIGNMENT_TTL = timedelta(minutes=30)
 """An item shown to an annotator is reserved for them this long before others may take it."""
 MAX_SECONDS = 3600.0
 """Time-per-label is capped: a tab left open overnight is not an hour of annotation."""
+SESSION_TTL = timedelta(days=30)
+"""A browser sign-in lasts this long (or until sign-out), then the token is asked for again."""
+MAX_ITEM_ID = 2**31 - 1
+"""Item ids are SQL INTEGERs (32-bit on PostgreSQL): a larger id names no item and is refused as bad input."""
 
 
 def utcnow() -> datetime:
@@ -117,6 +125,16 @@ class Annotator(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class LoginSession(Base):
+    """A browser sign-in: the cookie holds a random id whose hash is stored here; sign-out deletes the row."""
+
+    __tablename__ = "login_sessions"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 class Assignment(Base):
     """An item shown to an annotator, with the side order they saw (randomised, recorded)."""
 
@@ -156,6 +174,14 @@ class NotFound(StoreError):
 
 class NotAssigned(StoreError):
     """The item was never shown to this annotator, so the side they picked means nothing."""
+
+
+def check_item_id(value: Any) -> int:
+    """``value`` as an item id, or ``StoreError`` naming the field: a bool is not an int, and ids are 1..MAX_ITEM_ID."""
+    if type(value) is not int or not 1 <= value <= MAX_ITEM_ID:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+        raise StoreError(f"item_id must be an integer from 1 to {MAX_ITEM_ID}, got {shown}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -324,12 +350,14 @@ class Store:
         return token
 
     def rotate_token(self, name: str) -> str:
+        """A new token for ``name``; the old one and every browser signed in with it stop working."""
         token = secrets.token_urlsafe(32)
         with self.write() as s:
             annotator = s.scalars(select(Annotator).where(Annotator.name == name)).one_or_none()
             if annotator is None:
                 raise StoreError(f"no annotator named {name!r}")
             annotator.token_hash = hash_token(token)
+            s.execute(delete(LoginSession).where(LoginSession.annotator_id == annotator.id))
         return token
 
     def authenticate(self, token: str | None) -> Annotator | None:
@@ -337,6 +365,33 @@ class Store:
             return None
         with self.read() as s:
             return s.scalars(select(Annotator).where(Annotator.token_hash == hash_token(token))).one_or_none()
+
+    # -- browser sessions ------------------------------------------------------------------
+
+    def start_session(self, annotator_id: int, ttl: timedelta = SESSION_TTL) -> str:
+        """A new sign-in for the annotator; returns the secret session id for the cookie (only its hash is stored)."""
+        session_id = secrets.token_urlsafe(32)
+        now = utcnow()
+        with self.write() as s:
+            s.execute(delete(LoginSession).where(LoginSession.expires_at <= now))  # expired ones: tidy as we go
+            s.add(LoginSession(id_hash=hash_token(session_id), annotator_id=annotator_id, created_at=now,
+                               expires_at=now + ttl))
+        return session_id
+
+    def session_annotator(self, session_id: str | None) -> Annotator | None:
+        """Who a session cookie belongs to; None once it was ended, expired or never existed."""
+        if not session_id or len(session_id) > 200:
+            return None
+        with self.read() as s:
+            return s.scalars(select(Annotator).join(LoginSession, LoginSession.annotator_id == Annotator.id)
+                             .where(LoginSession.id_hash == hash_token(session_id),
+                                    LoginSession.expires_at > utcnow())).one_or_none()
+
+    def end_session(self, session_id: str | None) -> None:
+        """Sign-out: the session id stops working everywhere, including in a copied cookie."""
+        if session_id and len(session_id) <= 200:
+            with self.write() as s:
+                s.execute(delete(LoginSession).where(LoginSession.id_hash == hash_token(session_id)))
 
     def annotators(self) -> list[Annotator]:
         with self.read() as s:
@@ -409,6 +464,7 @@ class Store:
         on disk. Submitting the same label again changes nothing; a different choice replaces
         the annotator's earlier one.
         """
+        item_id = check_item_id(item_id)
         if side is not None and side not in SIDES:
             raise StoreError(f"choice must be one of {', '.join(SIDES)}, got {side!r}")
         if side is None and choice not in CHOICES:

@@ -62,6 +62,8 @@ class Server:
     log: Path
     proc: subprocess.Popen | None = None
     tokens: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
+    """Extra ``alignkit label serve`` options (``--trusted-proxy``, ``--channel-timeout``, ...)."""
 
     @property
     def url(self) -> str:
@@ -71,7 +73,7 @@ class Server:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "alignkit.core.cli", "label", "serve", "--db", self.db,
-             "--host", "127.0.0.1", "--port", str(self.port), "--threads", "8"],
+             "--host", "127.0.0.1", "--port", str(self.port), "--threads", "8", *self.args],
             stdout=open(self.log, "a"), stderr=subprocess.STDOUT, env=env, cwd=self.log.parent)
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -101,16 +103,31 @@ class Server:
 
 
 @pytest.fixture
-def label_server(tmp_path: Path):
-    """A running label server on a fresh SQLite store; add items/annotators through ``Store(server.db)``."""
-    server = Server(db=f"sqlite:///{tmp_path / 'labels.db'}", port=free_port(), log=tmp_path / "server.log")
-    store = Store(server.db)  # create the schema before the server opens it
-    store.close()
-    server.start()
+def start_label_server(tmp_path: Path):
+    """``start_label_server(*serve_options)``: a running server on a fresh SQLite store, stopped afterwards."""
+    servers: list[Server] = []
+
+    def start(*args: str) -> Server:
+        suffix = str(len(servers) or "")  # the first one keeps the plain names: labels.db, server.log
+        server = Server(db=f"sqlite:///{tmp_path / f'labels{suffix}.db'}", port=free_port(),
+                        log=tmp_path / f"server{suffix}.log", args=list(args))
+        store = Store(server.db)  # create the schema before the server opens it
+        store.close()
+        servers.append(server)
+        server.start()
+        return server
+
     try:
-        yield server
+        yield start
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
+def label_server(start_label_server):
+    """A running label server on a fresh SQLite store; add items/annotators through ``Store(server.db)``."""
+    return start_label_server()
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------

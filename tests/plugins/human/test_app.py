@@ -70,7 +70,7 @@ def test_form_needs_csrf_and_same_origin(env):
     html = client.get("/p/proj").get_data(as_text=True)
     item_id = int(re.search(r'name="item_id" value="(\d+)"', html).group(1))
     assert client.post("/p/proj/label", data={"item_id": item_id, "choice": "left"}).status_code == 403
-    bobs = auth.csrf_token(tokens["bob"])  # a CSRF token that belongs to someone else
+    bobs = csrf_of(login(app, tokens["bob"]).get("/p/proj").get_data(as_text=True))  # someone else's CSRF token
     assert client.post("/p/proj/label", data={"item_id": item_id, "choice": "left", "csrf": bobs}).status_code == 403
     good = csrf_of(html)
     assert client.post("/p/proj/label", data={"item_id": item_id, "choice": "left", "csrf": good},
@@ -142,3 +142,90 @@ def test_admin_page_and_export(env):
     assert len(agg) == 2 and all(r["votes"] == 2 for r in agg)
     assert admin.get("/api/progress?project=proj").get_json()["complete"] == 2
     assert login(app, tokens["bob"]).get("/admin/export?project=proj").status_code == 403
+
+
+# -- sign-in and sessions ------------------------------------------------------------------------
+
+
+def session_cookie(resp) -> str:
+    """The value of the session cookie a response sets."""
+    header = next(h for h in resp.headers.getlist("Set-Cookie") if h.startswith(auth.COOKIE + "="))
+    return header.split(";", 1)[0].split("=", 1)[1]
+
+
+def test_a_link_with_a_token_signs_nobody_in(env):
+    """Login CSRF: another site linking to /login?token=ITS_TOKEN must not put its session in your browser."""
+    store, app, tokens = env
+    client = app.test_client()
+    resp = client.get(f"/login?token={tokens['alice']}")
+    assert resp.status_code == 200 and not resp.headers.getlist("Set-Cookie")
+    assert tokens["alice"] not in resp.get_data(as_text=True)  # the form is not even prefilled
+    assert client.get("/").status_code == 401
+    # nor can another site post it: browsers send Origin (and Sec-Fetch-Site) with every POST
+    for headers in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"},
+                    {"Sec-Fetch-Site": "same-site"}, {"Origin": "null"}):
+        resp = client.post("/login", data={"token": tokens["alice"]}, headers=headers)
+        assert resp.status_code == 403 and not resp.headers.getlist("Set-Cookie"), headers
+    assert client.get("/").status_code == 401
+    # our own page's POST (same origin) signs in
+    resp = client.post("/login", data={"token": tokens["alice"]},
+                       headers={"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"})
+    assert resp.status_code == 303
+
+
+def test_the_cookie_holds_a_session_not_the_token(env):
+    store, app, tokens = env
+    resp = app.test_client().post("/login", data={"token": tokens["alice"]})
+    header = next(h for h in resp.headers.getlist("Set-Cookie") if h.startswith(auth.COOKIE + "="))
+    assert tokens["alice"] not in header
+    assert "HttpOnly" in header and "SameSite=Strict" in header and "Secure" not in header  # plain http here
+    assert store.session_annotator(session_cookie(resp)).name == "alice"
+
+
+def test_a_copied_cookie_stops_working_after_logout(env):
+    store, app, tokens = env
+    client = app.test_client()
+    cookie = session_cookie(client.post("/login", data={"token": tokens["alice"]}))
+    thief = app.test_client()  # someone who copied the cookie out of the browser
+    thief.set_cookie(auth.COOKIE, cookie)
+    assert thief.get("/api/next?project=proj").status_code == 200
+    csrf = csrf_of(client.get("/p/proj").get_data(as_text=True))
+    assert client.post("/logout", data={}).status_code == 403  # logging someone out needs the CSRF token too
+    resp = client.post("/logout", data={"csrf": csrf})
+    assert resp.status_code == 303
+    assert any(h.startswith(auth.COOKIE + "=;") for h in resp.headers.getlist("Set-Cookie"))
+    assert thief.get("/api/next?project=proj").status_code == 401
+    assert thief.get("/").status_code == 401
+    assert store.session_annotator(cookie) is None
+    # the token itself is still the credential: signing in again works, for scripts too
+    assert login(app, tokens["alice"]).get("/").status_code in (200, 302)
+    assert app.test_client().get("/api/next?project=proj",
+                                 headers={"Authorization": f"Bearer {tokens['alice']}"}).status_code == 200
+
+
+def test_rotating_the_token_ends_its_sessions(env):
+    store, app, tokens = env
+    client = login(app, tokens["alice"])
+    assert client.get("/api/next?project=proj").status_code == 200
+    store.rotate_token("alice")
+    assert client.get("/api/next?project=proj").status_code == 401
+
+
+def test_csrf_token_belongs_to_the_session(env):
+    store, app, tokens = env
+    first, second = login(app, tokens["alice"]), login(app, tokens["alice"])  # two browsers, two sessions
+    html = first.get("/p/proj").get_data(as_text=True)
+    item_id = int(re.search(r'name="item_id" value="(\d+)"', html).group(1))
+    other = csrf_of(second.get("/p/proj").get_data(as_text=True))
+    assert other != csrf_of(html)
+    assert first.post("/p/proj/label", data={"item_id": item_id, "choice": "left", "csrf": other}).status_code == 403
+    assert first.post("/p/proj/label", data={"item_id": item_id, "choice": "left",
+                                             "csrf": csrf_of(html)}).status_code == 303
+
+
+def test_a_body_over_the_limit_is_refused_before_sign_in_is_checked(env):
+    store, app, tokens = env
+    anon = app.test_client()
+    resp = anon.post("/api/labels", data=b"x" * ((1 << 20) + 1), content_type="application/json")
+    assert resp.status_code == 413 and "larger than 1048576 bytes" in resp.get_json()["error"]
+    assert anon.post("/api/labels", data=b"x" * (1 << 20), content_type="application/json").status_code == 401

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
@@ -49,6 +50,35 @@ def test_tokens_are_stored_hashed_and_authenticate(store):
         store.add_annotator("alice")
     new = store.rotate_token("alice")
     assert store.authenticate(token) is None and store.authenticate(new).name == "alice"
+
+
+def test_sessions_are_stored_hashed_and_end_on_the_server(store):
+    alice = store.authenticate(store.add_annotator("alice"))
+    first, second = store.start_session(alice.id), store.start_session(alice.id)
+    assert first != second
+    with store.engine.connect() as conn:
+        stored = set(conn.execute(text("SELECT id_hash FROM login_sessions")).scalars())
+    assert stored == {hash_token(first), hash_token(second)}
+    assert store.session_annotator(first).name == "alice" and store.session_annotator("nope") is None
+    store.end_session(first)  # sign-out ends this session only
+    assert store.session_annotator(first) is None and store.session_annotator(second).name == "alice"
+    expired = store.start_session(alice.id, ttl=timedelta(seconds=-1))
+    assert store.session_annotator(expired) is None
+    store.rotate_token("alice")  # a new token signs out every browser of the old one
+    assert store.session_annotator(second) is None
+
+
+def test_a_new_table_appears_in_an_existing_database(tmp_path):
+    """A label database made before sessions existed gets login_sessions on the next start."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = Store(url)
+    token = old.add_annotator("alice")
+    with old.engine.begin() as conn:
+        conn.execute(text("DROP TABLE login_sessions"))
+    old.close()
+    new = Store(url)
+    assert new.session_annotator(new.start_session(new.authenticate(token).id)).name == "alice"
+    new.close()
 
 
 def test_overlap_assigns_each_item_to_k_annotators(store, make_pairs):

@@ -131,40 +131,82 @@ def by_round(rounds: Sequence[int], series: Mapping[str, Sequence[float | None]]
 
 
 def frontier(points: Sequence[Mapping[str, Any]], metric: str, path: Path, budget: float | None = None,
-             best: str | None = None) -> Path:
-    """Reward against KL, one point per run, labelled; the Pareto front joined; the budget dashed."""
+             best: str | None = None, higher_is_better: bool = True) -> Path:
+    """The ranking metric against KL, one point per run tagged with its run name (runs that land on
+    the same spot share one tag), the settings of each run in a key beside the axes; the Pareto
+    front joined; the budget dashed."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    tags = point_tags(points)
+    key = [f"{tags[p['run']]}: {p['label']}" if p["label"] != tags[p["run"]] else tags[p["run"]] for p in points]
+    fig, ax = plt.subplots(figsize=(10, 4))
+    fig.subplots_adjust(left=0.08, right=0.58, bottom=0.13, top=0.9)
     xs = [p["kl"] for p in points]
     ys = [p["reward"] for p in points]
     ax.scatter(xs, ys, s=36, zorder=3)
+    ax.margins(x=0.15, y=0.12)  # room for the tags of the outermost points
+    for x, y, text in label_groups(points, tags):
+        ax.annotate(text, (x, y), fontsize=8, xytext=(5, 4), textcoords="offset points")
     for p in points:
-        ax.annotate(p["label"], (p["kl"], p["reward"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
         if best is not None and p["run"] == best:
             ax.scatter([p["kl"]], [p["reward"]], s=160, facecolors="none", edgecolors="red", zorder=4,
                        label="best under budget" if budget is not None else "best")
-    front = pareto_front(points)
+    front = pareto_front(points, higher_is_better)
     if len(front) > 1:
         ax.plot([p["kl"] for p in front], [p["reward"] for p in front], color="grey", lw=0.8, zorder=2)
     if budget is not None and budget <= 2 * max(xs) + 1e-9:  # a far-away budget would squash the points
         ax.axvline(budget, color="red", ls="--", lw=0.8, label=f"KL budget {budget:g}")
     ax.set_xlabel("KL(policy || reference), nats per response")
-    ax.set_ylabel(metric)
-    ax.set_title("Reward vs KL frontier, one point per run", fontsize=10)
+    ax.set_ylabel(metric + ("" if higher_is_better else " (lower is better)"), fontsize=8)
+    ax.set_title(f"{metric} vs KL, one point per run", fontsize=10)
     if budget is not None or best is not None:
         ax.legend(fontsize=7)
-    fig.tight_layout()
+    shown = key[:KEY_LINES] + ([f"... and {len(key) - KEY_LINES} more runs"] if len(key) > KEY_LINES else [])
+    fig.text(0.6, 0.9, "\n".join(shown), fontsize=7, va="top", ha="left", family="monospace")
     return _save(fig, path)
 
 
-def pareto_front(points: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Runs no other run beats on both lower KL and higher reward, by increasing KL."""
+KEY_LINES = 30
+"""Runs listed in the frontier plot's key (the comparison table lists them all)."""
+
+
+def point_tags(points: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """The tag of each run in the plot: its name when every name is short (``0``, ``1`` of a
+    multirun), else its position 1, 2, ... (the key beside the plot says which run it is)."""
+    if all(len(p["run"]) <= 8 for p in points):
+        return {p["run"]: p["run"] for p in points}
+    return {p["run"]: str(n) for n, p in enumerate(points, start=1)}
+
+
+def label_groups(points: Sequence[Mapping[str, Any]], tags: Mapping[str, str],
+                 closeness: float = 0.04) -> list[tuple[float, float, str]]:
+    """One label per cluster of points closer than ``closeness`` of the axis spans in both
+    directions, at the cluster's first point, naming its runs ('2, 3'): labels of runs that
+    land on (almost) the same spot would otherwise print over each other."""
+    xs = [p["kl"] for p in points]
+    ys = [p["reward"] for p in points]
+    span_x = (max(xs) - min(xs)) or 1.0
+    span_y = (max(ys) - min(ys)) or 1.0
+    clusters: list[list[Mapping[str, Any]]] = []
+    for p in points:
+        for cluster in clusters:
+            q = cluster[0]
+            if abs(p["kl"] - q["kl"]) <= closeness * span_x and abs(p["reward"] - q["reward"]) <= closeness * span_y:
+                cluster.append(p)
+                break
+        else:
+            clusters.append([p])
+    return [(c[0]["kl"], c[0]["reward"], ", ".join(tags[p["run"]] for p in c)) for c in clusters]
+
+
+def pareto_front(points: Sequence[Mapping[str, Any]], higher_is_better: bool = True) -> list[Mapping[str, Any]]:
+    """Runs no other run beats on both lower KL and a better metric, by increasing KL."""
+    sign = 1.0 if higher_is_better else -1.0
     front = []
     best = -math.inf
-    for p in sorted(points, key=lambda p: (p["kl"], -p["reward"])):
-        if p["reward"] > best:
+    for p in sorted(points, key=lambda p: (p["kl"], -sign * p["reward"])):
+        if sign * p["reward"] > best:
             front.append(p)
-            best = p["reward"]
+            best = sign * p["reward"]
     return front
 
 

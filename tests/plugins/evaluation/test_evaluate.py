@@ -105,7 +105,8 @@ def test_multirun_then_report_compares_every_run(tmp_path):
     out = alignkit("report", str(sweep), "--kl-budget", "1e9", env=env).stdout
     header = next(line for line in out.splitlines() if line.startswith("| run |"))
     assert "optimizer.beta" in header and "optimizer.trainer.learning_rate" in header
-    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| run |")]
+    main_table = out.split(header + "\n", 1)[1].split("\n\n", 1)[0]  # the stage tables follow it
+    rows = [line for line in main_table.splitlines() if line.startswith("| ")]
     assert [r.split("|")[1].strip() for r in rows] == runs
     assert "Best run with KL ≤ 1e+09" in out
     assert (sweep / "frontier.png").stat().st_size > 1000

@@ -33,10 +33,12 @@ def test_multirun_folder_gives_one_row_and_point_per_run_and_the_best_under_budg
     path, text = compare_runs([sweep], kl_budget=5.0)
     assert path == sweep / "comparison.md" and (sweep / "frontier.png").stat().st_size > 1000
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
-    assert rows[0].startswith("| run | status | optimizer.beta | reward/acc/policy_mean | gain |")
+    assert rows[0] == "| run | status | optimizer.beta | rank | reward/acc/policy_mean | gain | KL/resp |"
     assert [r.split("|")[3].strip() for r in rows[1:]] == ["0.05", "0.1", "0.5", "1.0"]
+    assert [r.split("|")[4].strip() for r in rows[1:]] == ["1", "2", "3", "4"], "rewards 0.9, 0.8, 0.6, 0.55"
     assert "Best run with KL ≤ 5 nats per response: `1`** (beta=0.1)" in text
-    assert "No run stays" in compare_runs([sweep], kl_budget=0.1)[1]
+    assert ("No run stays within the KL budget of 0.1 nats per response: the smallest KL is 0.5 (`3`)."
+            in compare_runs([sweep], kl_budget=0.1)[1])
 
 
 def test_separately_started_runs_are_told_apart_by_their_configs(tmp_path):

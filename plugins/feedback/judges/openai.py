@@ -2,8 +2,10 @@
 
 Standard library only (urllib + threads). The soft label comes from the returned
 ``top_logprobs`` of the first answer token when the server sends them, else from the letter
-parsed out of the answer (a hard 1 or 0). Timeouts and 429/5xx answers are retried with
-exponential backoff; a body that is not a chat completion is an error that quotes it.
+parsed out of the answer (a hard 1 or 0). The transport is ``alignkit.core.chat_client``:
+timeouts, broken connections, malformed HTTP and 429/5xx answers are retried with exponential
+backoff, ``timeout`` bounds each whole request, and every failure ends as a ``FeedbackError``
+naming the URL; a body that is not a chat completion is an error that quotes it.
 """
 
 from __future__ import annotations

@@ -6,6 +6,11 @@ in the paper. Comparing one instruction with a whole pool is quadratic work in p
 ``RougeIndex`` skips every pair that cannot pass: the LCS of two token lists is at most
 their multiset overlap M, so F = 2·LCS / (|a| + |b|) <= 2·M / (|a| + |b|), and M for all
 pool members comes from an inverted index of (token, occurrence) features at once.
+
+The bound is exact arithmetic but rouge-score's F is not: it computes 2·P·R / (P + R) in floats,
+which can land a hair above the exact value (8 and 12 tokens sharing a 7-token LCS score
+0.7000000000000001, not 0.7). So a pair is skipped only when its bound is below the threshold
+by more than ``_SLACK``; pairs at the bound are scored by rouge-score, whose number decides.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import numpy as np
 
 _tokenizer = None
 _scorer = None
+_SLACK = 1e-9  # far above float rounding of F (~1e-16), far below any real gap between two F values
 
 
 def _tools():
@@ -92,7 +98,7 @@ class RougeIndex:
         bound = 2.0 * overlap / (len(toks) + self._length_array)
         if exclude is not None and 0 <= exclude < n:
             bound[exclude] = -1.0
-        hits = np.nonzero(bound > self.threshold)[0]
+        hits = np.nonzero(bound > self.threshold - _SLACK)[0]  # rouge-score may round F up past the threshold
         return sorted(((float(bound[i]), int(i)) for i in hits), reverse=True)
 
     def match(self, text: str, exclude: int | None = None) -> tuple[float, int] | None:
@@ -110,7 +116,7 @@ class RougeIndex:
         index); None when none does."""
         found: tuple[float, int] | None = None
         for bound, i in self._candidates(text, exclude):
-            if found is not None and bound <= found[0]:
+            if found is not None and bound < found[0] - _SLACK:  # cannot beat found, even rounded up
                 break
             self.exact_scored += 1
             score = rouge_l(text, self.texts[i])

@@ -18,7 +18,7 @@ from alignkit.core.engine import TrainerConfig, save_model, shuffled_batches
 from alignkit.core.lm import Encoded, encode_prompt_response, pack, sample_responses, sequence_logps
 from alignkit.core.pipeline import StageContext
 from alignkit.core.types import StageResult
-from alignkit.plugins.dpo.losses import LOSS_TYPES, dpo_loss, implicit_reward_accuracy
+from alignkit.plugins.dpo.losses import LOSS_TYPES, SOFT_LABEL_LOSS_TYPES, dpo_loss, implicit_reward_accuracy
 
 log = logging.getLogger("alignkit")
 
@@ -103,14 +103,20 @@ class ReferenceCache:
     def __init__(self, folder: Path) -> None:
         self.file = folder / "reference_logps.json"
         self.values: dict[str, list[float]] = json.loads(self.file.read_text()) if self.file.exists() else {}
-        self.computed = 0
+        self.computed = 0  # distinct pairs whose log-probs this process's fills computed
+        self.reused = 0  # distinct pairs they found already in the file
 
     def fill(self, model: Any, pairs: Sequence[Pair], batch_size: int) -> None:
         """Under N processes each computes its share of the missing pairs; all get all of them
-        and the main process writes the file."""
+        and the main process writes the file. A pair listed twice (a duplicate row, a pair in both
+        splits) is one entry: computed once and counted once."""
         from alignkit.core import distributed
 
-        missing = [p for p in pairs if _pair_key(p) not in self.values]
+        distinct: dict[str, Pair] = {}
+        for pair in pairs:
+            distinct.setdefault(_pair_key(pair), pair)
+        missing = [pair for key, pair in distinct.items() if key not in self.values]
+        self.reused += len(distinct) - len(missing)
         if not missing:
             return
         mine = missing[distributed.rank()::distributed.world_size()]
@@ -155,7 +161,7 @@ class DPOTask:
         rc, rr = self.reference(pairs)
         rc, rr = rc.to(pc.device), rr.to(pc.device)
         strengths = torch.tensor([p.strength for p in pairs], device=pc.device)
-        use_strength = o.loss_type in ("sigmoid", "cdpo") and bool((strengths < 1).any())
+        use_strength = bool((strengths != 1).any())  # run() refused soft labels for losses without a form
         losses, chosen_r, rejected_r = dpo_loss(
             pc, pr, rc, rr, beta=o.beta, loss_type=o.loss_type, label_smoothing=o.label_smoothing,
             chosen_lengths=lc, rejected_lengths=lr, alpha=o.alpha, gamma=o.gamma,
@@ -216,6 +222,34 @@ class DPOOptimizer:
             raise ConfigError("optimizer.reference must be auto, copy, adapter or precompute, "
                               f"not '{self.options.reference}'")
 
+    def check_soft_labels(self, splits: Mapping[str, Any]) -> None:
+        """Refuse, before any model is loaded, pairs with ``strength`` below 1 (ties, soft AI labels)
+        under a loss with no soft-label form: it would turn a tie into a hard preference."""
+        loss_type = self.options.loss_type
+        if loss_type in SOFT_LABEL_LOSS_TYPES:
+            return
+        soft: dict[str, int] = {}
+        for split, rows in splits.items():
+            if rows is None:
+                continue
+            if "strength" in getattr(rows, "column_names", ()):  # a datasets.Dataset: read one column
+                values = rows["strength"]
+            else:
+                values = [row.get("strength") for row in rows]
+            count = sum(1 for value in values if value is not None and float(value) != 1.0)
+            if count:
+                soft[split] = count
+        if soft:
+            from alignkit.core import ConfigError
+
+            counts = ", ".join(f"{n} {split}" for split, n in soft.items())
+            raise ConfigError(
+                f"optimizer.loss_type={loss_type} has no soft-label form, but the preference pairs have a strength "
+                f"below 1 ({counts} pairs: ties or soft judge labels); {loss_type} would train each as a hard "
+                f"preference for its 'chosen' side. Use optimizer.loss_type= one of "
+                f"{', '.join(SOFT_LABEL_LOSS_TYPES)}, or hard labels (strength 1: drop the ties, swap the sides of "
+                "pairs below 0.5)")
+
     def reference_mode(self, settings: TrainerConfig) -> str:
         mode = self.options.reference
         if mode == "auto":
@@ -228,10 +262,11 @@ class DPOOptimizer:
 
     def run(self, ctx: StageContext) -> StageResult:
         settings = ctx.trainer_settings()
-        loaded = ctx.load_model("policy")
-        tokenizer = loaded.tokenizer
         train_rows = ctx.dataset("preferences", "train")
         eval_rows = ctx.dataset("preferences", "eval")
+        self.check_soft_labels({"train": train_rows, "eval": eval_rows})
+        loaded = ctx.load_model("policy")
+        tokenizer = loaded.tokenizer
         train, dropped = encode_pairs(tokenizer, train_rows, settings.max_length)
         eval_rows = list(eval_rows)[: self.options.max_eval_pairs] if eval_rows is not None else []
         held_out, _ = encode_pairs(tokenizer, eval_rows, settings.max_length)
@@ -252,7 +287,7 @@ class DPOOptimizer:
                 engine.place(loaded.model)
                 cache.fill(loaded.model, used + held_out, self.options.eval_batch_size)
                 log.info("dpo: reference log-probs: %d computed, %d reused from %s", cache.computed,
-                         len(set(map(_pair_key, used + held_out))) - cache.computed, cache.file)
+                         cache.reused, cache.file)
                 reference = cache.lookup
             else:
                 reference = lambda pairs: (torch.zeros(len(pairs)), torch.zeros(len(pairs)))  # noqa: E731
@@ -272,6 +307,7 @@ class DPOOptimizer:
         metrics["data/dropped_pairs"] = dropped
         if cache is not None:
             metrics["reference/computed_pairs"] = cache.computed
+            metrics["reference/reused_pairs"] = cache.reused
         return StageResult(metrics=metrics, artifacts={"model": ctx.artifact(ctx.dir / "model")})
 
     # -- references -------------------------------------------------------------------

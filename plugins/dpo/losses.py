@@ -24,17 +24,26 @@ Loss types (``LOSS_TYPES``):
              identical to ``sigmoid`` with the same ``label_smoothing``; kept as its own name so
              a config says what it means.
 ``robust``   Robust DPO (Chowdhury et al. 2024), unbiased under flip rate eps:
-             ``((1-eps)*(-logsig(z)) - eps*(-logsig(-z))) / (1-2*eps)``, ``0 <= eps < 0.5``.
-             Can be negative; its gradient always pushes ``h`` up.
+             ``l(z) = ((1-eps)*(-logsig(z)) - eps*(-logsig(-z))) / (1-2*eps)``, ``0 <= eps < 0.5``.
+             Can be negative; its gradient always pushes ``h`` up. With ``strength`` s it is
+             the expectation over the label, ``s*l(z) + (1-s)*l(-z)`` (at eps = 0: soft ``sigmoid``).
 ``ipo``      IPO (Azar et al. 2023): ``(h - 1/(2*beta))**2`` (beta is the paper's tau).
-             See the note on length averaging below.
+             See the note on length averaging below. With ``strength`` s the target is
+             ``(2s-1)/(2*beta)``: the paper's loss ``(h - (I - 1/2)/tau)**2`` with the preference
+             I = s instead of 1, so a tie (s = 0.5) asks for h = 0 and s = 0 mirrors s = 1.
 ``rdpo``     Length-regularised DPO (Park et al. 2024):
              ``-logsig(beta*h + alpha*(|y_w| - |y_l|))``. Needs both lengths. See the note on
-             the sign below.
+             the sign below. It is Bradley-Terry on a length-penalised reward, so ``strength`` s
+             gives the same cross-entropy as ``sigmoid``: ``-(s*logsig(x) + (1-s)*logsig(-x))``.
 ``simpo``    SimPO (Meng et al. 2024), reference-free:
              ``-logsig(beta*(pc/|y_w| - pr/|y_l|) - gamma)``; reference log-probs are ignored
              (may be ``None``); needs both lengths; rewards are ``beta * logp / length``.
 ``hinge``    SLiC-style hinge (Zhao et al. 2023, as in TRL): ``relu(1 - beta*h)``.
+
+Soft labels (``strength``)
+    ``simpo`` and ``hinge`` have no published soft-label form: both ask the chosen side to win by
+    a fixed margin (``gamma``, 1), which has no meaning for a tie, so a ``strength`` is refused
+    for them rather than turned into a hard preference (``SOFT_LABEL_LOSS_TYPES`` lists the rest).
 
 IPO and length averaging
     The IPO paper states the loss on sequence-level log-likelihood ratios, but with token-summed
@@ -59,7 +68,7 @@ R-DPO sign convention
     token counts.
 
 Arguments that a loss type does not use are rejected when they would change the result
-(non-zero ``label_smoothing``, ``alpha``, ``gamma``, or a ``strength``) so a misconfiguration is
+(non-zero ``label_smoothing``, ``alpha``, ``gamma``, or a ``strength`` for ``simpo``/``hinge``) so a misconfiguration is
 not silently ignored; ``chosen_lengths``/``rejected_lengths`` are data and are simply unused by
 ``sigmoid``, ``cdpo``, ``robust`` and ``hinge``.
 
@@ -74,13 +83,14 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LOSS_TYPES", "dpo_loss", "implicit_reward_accuracy"]
+__all__ = ["LOSS_TYPES", "SOFT_LABEL_LOSS_TYPES", "dpo_loss", "implicit_reward_accuracy"]
 
 LOSS_TYPES: tuple[str, ...] = ("sigmoid", "cdpo", "robust", "ipo", "rdpo", "simpo", "hinge")
 
 _NEEDS_REFERENCE = frozenset({"sigmoid", "cdpo", "robust", "ipo", "rdpo", "hinge"})
 _USES_LABEL_SMOOTHING = frozenset({"sigmoid", "cdpo", "robust"})
-_USES_STRENGTH = frozenset({"sigmoid", "cdpo"})
+SOFT_LABEL_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "cdpo", "robust", "ipo", "rdpo")  # take ``strength``
+_USES_STRENGTH = frozenset(SOFT_LABEL_LOSS_TYPES)
 
 LengthsLike = torch.Tensor | Sequence[int] | Sequence[float]
 
@@ -135,7 +145,7 @@ def dpo_loss(
         alpha: R-DPO length coefficient (``rdpo`` only).
         gamma: SimPO target reward margin (``simpo`` only).
         strength: per-example probability in ``[0, 1]`` that the chosen response is preferred
-            (soft labels), shape ``[batch]``; ``sigmoid``/``cdpo`` only.
+            (soft labels), shape ``[batch]``; every loss type but ``simpo`` and ``hinge``.
 
     Returns:
         ``(losses, chosen_rewards, rejected_rewards)``, each shape ``[batch]``; losses are not
@@ -180,7 +190,17 @@ def dpo_loss(
     if loss_type != "simpo" and float(gamma) != 0.0:
         raise ValueError(f"gamma is only used by loss_type='simpo'; got gamma={gamma} with {loss_type!r}")
     if strength is not None and loss_type not in _USES_STRENGTH:
-        raise ValueError(f"strength (soft labels) is only supported for 'sigmoid' and 'cdpo', not {loss_type!r}")
+        raise ValueError(f"strength (soft labels) has no {loss_type!r} form: it asks the chosen response to win by "
+                         f"a fixed margin, which a tie cannot; use one of {', '.join(SOFT_LABEL_LOSS_TYPES)}, "
+                         f"or hard labels (strength None)")
+    s = None
+    if strength is not None:
+        s = strength if isinstance(strength, torch.Tensor) else torch.as_tensor(strength, dtype=dtype)
+        if s.shape != shape:
+            raise ValueError(f"strength has shape {tuple(s.shape)}, expected {tuple(shape)}")
+        s = s.detach().to(device=device, dtype=dtype)
+        if s.numel() and not bool(((s >= 0) & (s <= 1)).all()):
+            raise ValueError("strength must lie in [0, 1] (probability that chosen is preferred)")
 
     # --- lengths
     if loss_type in ("rdpo", "simpo"):
@@ -207,25 +227,25 @@ def dpo_loss(
 
     if loss_type in ("sigmoid", "cdpo"):
         z = beta * h
-        if strength is None:
+        if s is None:
             target = 1.0 - eps
             losses = -(target * F.logsigmoid(z) + eps * F.logsigmoid(-z))
         else:
-            s = strength if isinstance(strength, torch.Tensor) else torch.as_tensor(strength, dtype=dtype)
-            if s.shape != shape:
-                raise ValueError(f"strength has shape {tuple(s.shape)}, expected {tuple(shape)}")
-            s = s.detach().to(device=device, dtype=dtype)
-            if s.numel() and not bool(((s >= 0) & (s <= 1)).all()):
-                raise ValueError("strength must lie in [0, 1] (probability that chosen is preferred)")
             target = (1.0 - eps) * s + eps * (1.0 - s)
             losses = -(target * F.logsigmoid(z) + (1.0 - target) * F.logsigmoid(-z))
     elif loss_type == "robust":
         z = beta * h
-        losses = ((1.0 - eps) * -F.logsigmoid(z) - eps * -F.logsigmoid(-z)) / (1.0 - 2.0 * eps)
+
+        def robust(x: torch.Tensor) -> torch.Tensor:
+            return ((1.0 - eps) * -F.logsigmoid(x) - eps * -F.logsigmoid(-x)) / (1.0 - 2.0 * eps)
+
+        losses = robust(z) if s is None else s * robust(z) + (1.0 - s) * robust(-z)
     elif loss_type == "ipo":
-        losses = (h - 1.0 / (2.0 * beta)) ** 2
+        preference = 1.0 if s is None else s  # I in the paper's (h - (I - 1/2)/tau)^2
+        losses = (h - (preference - 0.5) / beta) ** 2
     elif loss_type == "rdpo":
-        losses = -F.logsigmoid(beta * h + float(alpha) * (lw - ll))
+        x = beta * h + float(alpha) * (lw - ll)
+        losses = -F.logsigmoid(x) if s is None else -(s * F.logsigmoid(x) + (1.0 - s) * F.logsigmoid(-x))
     elif loss_type == "simpo":
         losses = -F.logsigmoid(beta * h - float(gamma))
     else:  # hinge

@@ -3,13 +3,17 @@
 Bradley-Terry (1952) models P(y_w preferred over y_l | x) = sigmoid(r(x, y_w) - r(x, y_l)).
 The per-pair loss is the cross-entropy against the label:
 
-    z    = r_w - r_l - margin
+    z    = r_w - r_l - (2p - 1) * margin
     loss = -[p * log sigmoid(z) + (1 - p) * log sigmoid(-z)]  +  centering * (r_w + r_l)^2
 
 * ``p`` (``strength``) is the probability that the chosen response is preferred: 1 for hard
   labels (the classic ``-log sigmoid(r_w - r_l)``), below 1 for soft AI or averaged human labels.
-* ``margin`` (Llama 2, Touvron et al. 2023) asks the chosen reward to exceed the rejected one
-  by at least that much before the loss flattens; it may differ per pair.
+* ``margin`` (Llama 2, Touvron et al. 2023) asks the preferred reward to exceed the other one
+  by at least that much before the loss flattens; it may differ per pair. Llama 2 uses it with
+  hard labels only; for a soft label it is scaled by ``2p - 1``, the label's lean: ``p = 1``
+  is the full margin on the chosen side, ``p = 0`` the full margin on the rejected side (the
+  same loss as the swapped pair with ``p = 1``), and a tie (``p = 0.5``) gets none, so it is
+  not pushed toward ``r_w - r_l = margin`` but stays at rest where the rewards are equal.
 * The centering term (Eisenstein et al. 2023, "Helping or Herding") pins the otherwise free
   additive constant of the reward near zero, so rewards of different runs are comparable and
   PPO's reward scale does not drift. Bradley-Terry itself is invariant to that constant.
@@ -53,7 +57,8 @@ def bradley_terry_loss(
 
     Args:
         chosen_rewards, rejected_rewards: r(x, y_w) and r(x, y_l), shape ``[batch, ...]``.
-        margin: required reward gap, a scalar or ``[batch]``; default 0.
+        margin: required reward gap for a hard label, a scalar or ``[batch]``; default 0;
+            scaled by ``2 * strength - 1`` for soft labels.
         strength: P(chosen preferred) in [0, 1], a scalar or ``[batch]``; default 1 (hard labels).
         centering: coefficient of the auxiliary ``(r_w + r_l)^2`` term; >= 0.
 
@@ -76,7 +81,7 @@ def bradley_terry_loss(
     p = _per_pair("strength", strength, rw, 1.0)
     if p.numel() and not bool(((p >= 0) & (p <= 1)).all()):
         raise ValueError("strength must lie in [0, 1] (probability that chosen is preferred)")
-    z = rw - rl - m
+    z = rw - rl - (2.0 * p - 1.0) * m  # the margin leans the way the label does; a tie has none
     losses = -(p * F.logsigmoid(z) + (1.0 - p) * F.logsigmoid(-z))
     if centering:
         losses = losses + centering * (rw + rl) ** 2

@@ -38,7 +38,7 @@ log = logging.getLogger("alignkit")
 class RewardConfig:
     """Options of ``optimizer=reward`` (training defaults come from ``trainer.*``)."""
 
-    margin: float = 0.0  # required gap r_w - r_l (Llama 2 style), in reward units
+    margin: float = 0.0  # required gap r_w - r_l (Llama 2 style), in reward units; x (2*strength - 1) for soft labels
     centering: float = 0.0  # coefficient of (r_w + r_l)^2 that keeps rewards near zero
     ensemble: int = 1  # K scalar heads on a shared backbone
     bootstrap: bool = True  # with K > 1: each head sees its own Poisson(1) resample of the pairs

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from alignkit.plugins.dpo.losses import LOSS_TYPES, dpo_loss, implicit_reward_accuracy
+from alignkit.plugins.dpo.losses import LOSS_TYPES, SOFT_LABEL_LOSS_TYPES, dpo_loss, implicit_reward_accuracy
 
 # Two examples, float64 so hand values can be compared tightly.
 #   example 0: chosen log-ratio -10 - (-11) = +1.0, rejected -12 - (-11.5) = -0.5 -> h = +1.5
@@ -324,6 +324,86 @@ def test_simpo_gradient_hand_value():
     assert gr == pytest.approx((2.0 / 8) * sig(-1.5), abs=1e-12)
 
 
+# ----------------------------------------------------------------------------- soft labels per loss
+
+
+def test_ipo_soft_label_scales_the_target():
+    # target (2s - 1) / (2 beta), beta = 0.1: s = 0.8 -> 0.6 / 0.2 = 3.0; s = 0.5 -> 0
+    losses, _, _ = dpo_loss(*batch(), beta=0.1, loss_type="ipo", strength=[0.8, 0.5])
+    assert_close(losses, [(1.5 - 3.0) ** 2, (-2.0 - 0.0) ** 2])  # 2.25, 4.0
+
+
+def test_ipo_strength_zero_mirrors_strength_one():
+    # s = 0 -> target -5: (1.5 + 5)^2 = 42.25; s = 1 is the hard loss (-2 - 5)^2 = 49
+    losses, _, _ = dpo_loss(*batch(), beta=0.1, loss_type="ipo", strength=[0.0, 1.0])
+    assert_close(losses, [42.25, 49.0])
+    pc, pr, rc, rr = batch()
+    swapped, _, _ = dpo_loss(pr, pc, rr, rc, beta=0.1, loss_type="ipo")  # (-1.5 - 5)^2 = 42.25
+    assert swapped[0].item() == pytest.approx(42.25, abs=1e-12)
+
+
+def test_ipo_length_averaged_soft_label():
+    # h = 0.2 (see test_ipo_length_averaged_values), beta = 0.5, s = 0.75 -> target 0.5 / 1.0 = 0.5
+    losses, _, _ = dpo_loss(*batch(), beta=0.5, loss_type="ipo", chosen_lengths=[10, 4], rejected_lengths=[5, 2],
+                            strength=[0.75, 0.75])
+    assert_close(losses, [(0.2 - 0.5) ** 2, (-0.75 - 0.5) ** 2])  # 0.09, 1.5625
+
+
+def test_robust_soft_label_is_the_expected_loss_over_the_label():
+    # s*l(z) + (1-s)*l(-z) with l(z) = ((1-e)(-logsig z) - e(-logsig(-z))) / (1-2e), e = 0.2:
+    #   coefficient of -logsig(z) = (s - e)/(1 - 2e), of -logsig(-z) = (1 - s - e)/(1 - 2e)
+    #   ex0, s = 0.8: 0.6/0.6 = 1 and 0/0.6 = 0 -> -logsig(0.15): the flip noise is taken back out
+    #   ex1, s = 0.5: 0.3/0.6 = 0.5 each -> 0.5 (-logsig(-0.2)) + 0.5 (-logsig(0.2))
+    losses, _, _ = dpo_loss(*batch(), beta=0.1, loss_type="robust", label_smoothing=0.2, strength=[0.8, 0.5])
+    assert_close(losses, [-logsig(0.15), 0.5 * -logsig(-0.2) + 0.5 * -logsig(0.2)])
+
+
+def test_robust_soft_label_without_noise_is_soft_sigmoid():
+    a, _, _ = dpo_loss(*batch(), beta=0.1, loss_type="robust", strength=[0.8, 0.3])
+    # -(0.8 logsig(0.15) + 0.2 logsig(-0.15)), -(0.3 logsig(-0.2) + 0.7 logsig(0.2))
+    assert_close(a, [-(0.8 * logsig(0.15) + 0.2 * logsig(-0.15)), -(0.3 * logsig(-0.2) + 0.7 * logsig(0.2))])
+
+
+def test_rdpo_soft_label_is_cross_entropy_on_the_length_corrected_logit():
+    # logits 1.15 and -0.7 (test_rdpo_values); s = 0.8 and 0.5
+    losses, _, _ = dpo_loss(*batch(), beta=0.1, loss_type="rdpo", alpha=0.05, chosen_lengths=CHOSEN_LEN,
+                            rejected_lengths=REJECTED_LEN, strength=[0.8, 0.5])
+    assert_close(losses, [-(0.8 * logsig(1.15) + 0.2 * logsig(-1.15)), -(0.5 * logsig(-0.7) + 0.5 * logsig(0.7))])
+
+
+def test_soft_label_loss_types():
+    assert SOFT_LABEL_LOSS_TYPES == ("sigmoid", "cdpo", "robust", "ipo", "rdpo")
+
+
+TIE_CASES = {
+    "sigmoid": dict(loss_type="sigmoid"),
+    "cdpo": dict(loss_type="cdpo", label_smoothing=0.1),
+    "robust": dict(loss_type="robust", label_smoothing=0.2),
+    "ipo": dict(loss_type="ipo"),
+    "ipo_lengths": dict(loss_type="ipo", chosen_lengths=[7.0], rejected_lengths=[3.0]),
+    "rdpo": dict(loss_type="rdpo", alpha=0.05, chosen_lengths=[5.0], rejected_lengths=[5.0]),
+}
+
+
+@pytest.mark.parametrize("case", list(TIE_CASES))
+def test_a_tie_is_not_a_preference_at_zero_margin(case):
+    # policy == reference -> h = 0: a tie (s = 0.5) has nothing to learn, a hard label does
+    kwargs = dict(TIE_CASES[case], beta=0.1)
+    assert kwargs["loss_type"] in SOFT_LABEL_LOSS_TYPES
+    gc, gr = policy_grads(-5.0, -7.0, -5.0, -7.0, strength=[0.5], **kwargs)
+    assert gc == pytest.approx(0.0, abs=1e-15) and gr == pytest.approx(0.0, abs=1e-15)
+    gc, _ = policy_grads(-5.0, -7.0, -5.0, -7.0, **kwargs)
+    assert gc < 0
+
+
+@pytest.mark.parametrize("loss_type", ["simpo", "hinge"])
+def test_soft_labels_refused_where_no_formulation_exists(loss_type):
+    pc, pr, rc, rr = batch()
+    with pytest.raises(ValueError, match=rf"strength \(soft labels\) has no '{loss_type}' form.*sigmoid.*hard labels"):
+        dpo_loss(pc, pr, rc, rr, beta=0.1, loss_type=loss_type, strength=[0.5, 1.0], chosen_lengths=CHOSEN_LEN,
+                 rejected_lengths=REJECTED_LEN)
+
+
 # ----------------------------------------------------------------------------- accuracy
 
 
@@ -405,8 +485,9 @@ def test_label_smoothing_range(loss_type):
         (dict(loss_type="hinge", label_smoothing=0.1), "label_smoothing"),
         (dict(loss_type="sigmoid", alpha=0.1), "alpha"),
         (dict(loss_type="sigmoid", gamma=0.1), "gamma"),
-        (dict(loss_type="ipo", strength=[0.5, 0.5]), "strength"),
-        (dict(loss_type="robust", strength=[0.5, 0.5]), "strength"),
+        (dict(loss_type="hinge", strength=[0.5, 0.5]), "strength"),
+        (dict(loss_type="simpo", strength=[0.5, 0.5], chosen_lengths=CHOSEN_LEN, rejected_lengths=REJECTED_LEN),
+         "strength"),
     ],
 )
 def test_unused_hyperparameters_rejected(kwargs, name):

@@ -48,14 +48,57 @@ def test_soft_labels_are_cross_entropy_against_strength():
     assert out[0].item() == pytest.approx(0.5132616875182228)
 
 
+def test_margin_leans_with_a_soft_label():
+    # z = gap - (2p - 1) * margin, margin 0.5:
+    #   p = 0.8: z = 1 - 0.6 * 0.5 = 0.7  -> 0.8 softplus(-0.7) + 0.2 softplus(0.7)
+    #   p = 0.5: z = -1 - 0 = -1          -> 0.5 softplus(1) + 0.5 softplus(-1)
+    out = bradley_terry_loss(t(RW), t(RL), margin=0.5, strength=[0.8, 0.5])
+    close(out, [0.8 * softplus(-0.7) + 0.2 * softplus(0.7), 0.5 * softplus(1.0) + 0.5 * softplus(-1.0)])
+
+
+def test_strength_zero_with_a_margin_is_the_swapped_hard_pair():
+    # p = 0, margin 0.5: z = 1 + 0.5 = 1.5, loss softplus(1.5); swapped, p = 1: z = -1 - 0.5, softplus(1.5)
+    out = bradley_terry_loss(t([2.0]), t([1.0]), margin=0.5, strength=[0.0])
+    swapped = bradley_terry_loss(t([1.0]), t([2.0]), margin=0.5)
+    close(out, [softplus(1.5)])
+    close(swapped, [softplus(1.5)])
+
+
+def test_a_tie_at_equal_rewards_has_zero_gradient_even_with_a_margin():
+    # p = 0.5: the margin is scaled to 0, z = 0, dL/dz = -(p - sigmoid(z)) = -(0.5 - 0.5) = 0.
+    # (Subtracting the full margin 1 gave z = -1 and dL/dr_w = -(0.5 - sigmoid(-1)) = -0.231: a push
+    # toward r_w - r_l = +1 for a pair the label calls a tie.)
+    rw, rl = t([0.3], True), t([0.3], True)
+    bradley_terry_loss(rw, rl, margin=1.0, strength=[0.5]).sum().backward()
+    assert rw.grad.item() == pytest.approx(0.0, abs=1e-15) and rl.grad.item() == pytest.approx(0.0, abs=1e-15)
+    # a hard label at equal rewards still pushes: dL/dr_w = -(1 - sigmoid(-1)) = -0.7310585786
+    rw, rl = t([0.3], True), t([0.3], True)
+    bradley_terry_loss(rw, rl, margin=1.0).sum().backward()
+    assert rw.grad.item() == pytest.approx(-0.7310585786300049, abs=1e-12)
+
+
+def test_the_trainer_gives_a_tie_no_margin():
+    from types import SimpleNamespace
+
+    from alignkit.core.engine import TrainerConfig
+    from alignkit.plugins.reward.trainer import RewardConfig, RewardTask
+
+    task = RewardTask(RewardConfig(margin=1.0), [], [], TrainerConfig(), pad_id=0)
+    rw, rl = t([[0.3], [0.3]], True), t([[0.3], [0.3]], True)  # [pairs, heads]
+    losses, _ = task._losses(rw, rl, [SimpleNamespace(strength=0.5), SimpleNamespace(strength=1.0)])
+    losses.sum().backward()
+    # the tie: no gradient; the hard pair: -(1 - sigmoid(-1)) as above
+    assert rw.grad[:, 0].tolist() == pytest.approx([0.0, -0.7310585786300049], abs=1e-6)
+
+
 def test_centering_adds_the_squared_sum():
     # 0.1 * 3^2 = 0.9 and 0.1 * 2^2 = 0.4
     close(bradley_terry_loss(t(RW), t(RL), centering=0.1), [softplus(-1.0) + 0.9, softplus(1.0) + 0.4])
 
 
 def test_all_terms_together():
-    # z = 1 - 0.25 = 0.75, p = 0.9, c = 0.05 * 9
-    expected = 0.9 * softplus(-0.75) + 0.1 * softplus(0.75) + 0.45
+    # p = 0.9 scales the margin by 2p - 1 = 0.8: z = 1 - 0.8 * 0.25 = 0.8; c = 0.05 * 3^2 = 0.45
+    expected = 0.9 * softplus(-0.8) + 0.1 * softplus(0.8) + 0.45
     out = bradley_terry_loss(t([2.0]), t([1.0]), margin=0.25, strength=[0.9], centering=0.05)
     close(out, [expected])
 
@@ -89,8 +132,8 @@ def test_heads_broadcast_against_per_pair_labels():
     rl = t([[1.0, 1.0, 1.0], [1.5, 0.5, 0.0]])
     out = bradley_terry_loss(rw, rl, strength=[1.0, 0.0], margin=[0.0, 1.0])
     assert out.shape == (2, 3)
-    # pair 1 has p = 0, margin 1: loss = softplus(z) with z = gap - 1
-    close(out[1], [softplus(-2.0), softplus(-1.0), softplus(-0.5)])
+    # pair 1 has p = 0, margin 1: the rejected side must win by 1, z = gap + 1 = 0, 1, 1.5; loss = softplus(z)
+    close(out[1], [softplus(0.0), softplus(1.0), softplus(1.5)])
     close(out[0], [softplus(-1.0), softplus(0.0), softplus(1.0)])
 
 

@@ -9,8 +9,15 @@ alpaca              ``instruction``, ``input``?, ``output``     sft, prompts
 dolly               ``instruction``, ``context``?, ``response`` sft, prompts
 preference          ``prompt``?, ``chosen``, ``rejected``       preferences, sft, prompts
 hh_rlhf             ``chosen``, ``rejected`` (HH transcripts)   preferences, sft, prompts
+sharegpt            ``conversations`` (``from``/``value`` turns), sft, prompts; preferences
+                    ``system``?; ``chosen``/``rejected``?       with ``chosen``/``rejected``
 prompt              ``prompt``                                  prompts
 =================== ========================================== ===========================
+
+ShareGPT is LLaMA-Factory's default layout: turns ``{"from": "human"|"gpt"|"system",
+"value": text}`` (``user``/``assistant`` are accepted too); its preference layout adds
+``chosen`` and ``rejected``, each one ``{"from": "gpt", "value": text}`` message, after
+``conversations`` ending with a human turn.
 
 ``auto`` picks the format per file from the keys of its first record. A forced format
 (``format: alpaca``) applies to every file whose kind it can give and the others are
@@ -26,7 +33,7 @@ from alignkit.plugins.data import records as R
 from alignkit.plugins.data.records import Message, RecordError
 
 AUTO = "auto"
-FORMATS = ("messages", "prompt_completion", "alpaca", "dolly", "preference", "hh_rlhf", "prompt")
+FORMATS = ("messages", "prompt_completion", "alpaca", "dolly", "preference", "hh_rlhf", "sharegpt", "prompt")
 FORMAT_CHOICES = (AUTO, *FORMATS)
 
 Converter = Callable[[dict[str, Any], str], dict[str, Any]]
@@ -203,6 +210,79 @@ def _hh_pair(raw: dict[str, Any]) -> tuple[list[Message], str, str]:
     return chosen[:-1], chosen[-1]["content"], rejected[-1]["content"]
 
 
+# -- ShareGPT (LLaMA-Factory) --------------------------------------------------------------
+
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system"}
+
+
+def _sharegpt_turn(turn: Any, where: str) -> Message:
+    if not isinstance(turn, dict):
+        raise RecordError(where, f"expected a turn object with 'from' and 'value', got {R.type_name(turn)}")
+    speaker = turn.get("from")
+    if speaker is None:
+        raise RecordError(f"{where}.from", "missing")
+    if speaker not in SHAREGPT_ROLES:
+        raise RecordError(f"{where}.from", f"unknown role {speaker!r}; use one of: {', '.join(SHAREGPT_ROLES)}")
+    if turn.get("value") is None:
+        raise RecordError(f"{where}.value", "missing")
+    return {"role": SHAREGPT_ROLES[speaker], "content": turn["value"]}
+
+
+def _sharegpt_messages(raw: dict[str, Any]) -> list[Message]:
+    """``system`` + ``conversations`` as validated chat messages (field names as in the file)."""
+    turns = R.require(raw, "conversations", "sharegpt")
+    if not isinstance(turns, list):
+        raise RecordError("conversations", f"expected a list of turns, got {R.type_name(turns)}")
+    msgs = [_sharegpt_turn(turn, f"conversations[{i}]") for i, turn in enumerate(turns)]
+    try:  # validate contents and the system-first rule; name the ShareGPT field on failure
+        msgs = R.messages(msgs, "conversations")
+    except RecordError as exc:
+        raise RecordError((exc.field or "").replace(".content", ".value").replace(".role", ".from"),
+                          exc.message) from None
+    system = _system(raw)
+    if system and msgs[0]["role"] == "system":
+        raise RecordError("system", "a system prompt given twice: as 'system' and as the first turn of 'conversations'")
+    return system + msgs
+
+
+def _sharegpt_answer(raw: dict[str, Any], field: str) -> str:
+    value = R.require(raw, field, "sharegpt preference")
+    if isinstance(value, str):
+        return R.text(value, field, empty="empty response")
+    message = _sharegpt_turn(value, field)
+    if message["role"] != "assistant":
+        raise RecordError(f"{field}.from", f"expected the answer of 'gpt', not {value['from']!r}")
+    return R.text(message["content"], f"{field}.value", empty="empty response")
+
+
+def _sharegpt_sft(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    msgs = _sharegpt_messages(raw)
+    if raw.get("chosen") is not None:  # a preference record: its chosen answer completes it
+        return R.sft_record(msgs + [{"role": "assistant", "content": _sharegpt_answer(raw, "chosen")}], "chosen")
+    return R.sft_record(msgs, "conversations")
+
+
+def _sharegpt_prompts(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    msgs = _sharegpt_messages(raw)
+    if not any(m["role"] == "user" for m in msgs):
+        raise RecordError("conversations", "needs at least one human turn")
+    return R.prompt_record(R.prompt_of_conversation(msgs))
+
+
+def _sharegpt_preferences(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    if raw.get("chosen") is None and raw.get("rejected") is None:
+        raise RecordError("chosen", "missing: ShareGPT preference data needs 'chosen' and 'rejected' "
+                                    "next to 'conversations' (LLaMA-Factory's preference layout)")
+    prompt = _sharegpt_messages(raw)
+    if prompt[-1]["role"] != "user":
+        raise RecordError("conversations", f"the conversation before 'chosen' must end with a human turn, "
+                                           f"not {raw['conversations'][-1].get('from')!r}")
+    chosen, rejected = _sharegpt_answer(raw, "chosen"), _sharegpt_answer(raw, "rejected")
+    value, src = _strength_and_source(raw, source)
+    return R.preference_record(prompt, chosen, rejected, value, src)
+
+
 # -- table ------------------------------------------------------------------------------
 
 CONVERTERS: dict[str, dict[str, Converter]] = {
@@ -221,14 +301,17 @@ CONVERTERS: dict[str, dict[str, Converter]] = {
     },
     "preference": {kind: _pairs_to(kind, _pair) for kind in R.KINDS},
     "hh_rlhf": {kind: _pairs_to(kind, _hh_pair) for kind in R.KINDS},
+    "sharegpt": {"sft": _sharegpt_sft, "prompts": _sharegpt_prompts, "preferences": _sharegpt_preferences},
     "prompt": {"prompts": _prompt_only},
 }
 
 _EXPECTED = {
-    "sft": ("messages", "'messages', 'prompt'+'completion', 'instruction'+'output' (Alpaca), "
-                        "'instruction'+'response' (Dolly) or 'prompt'+'chosen'+'rejected'"),
-    "preferences": ("chosen", "'chosen'+'rejected' (with or without 'prompt'), or HH-RLHF transcripts"),
-    "prompts": ("prompt", "'prompt', 'messages', 'instruction' or preference pairs"),
+    "sft": ("messages", "'messages', 'conversations' (ShareGPT), 'prompt'+'completion', "
+                        "'instruction'+'output' (Alpaca), 'instruction'+'response' (Dolly) or "
+                        "'prompt'+'chosen'+'rejected'"),
+    "preferences": ("chosen", "'chosen'+'rejected' (with or without 'prompt' or ShareGPT 'conversations'), "
+                              "or HH-RLHF transcripts"),
+    "prompts": ("prompt", "'prompt', 'messages', 'conversations', 'instruction' or preference pairs"),
 }
 
 
@@ -241,6 +324,8 @@ def detect(raw: dict[str, Any]) -> str | None:
     keys = {k for k, v in raw.items() if v is not None}
     if "messages" in keys:
         return "messages"
+    if "conversations" in keys:
+        return "sharegpt"
     if "chosen" in keys or "rejected" in keys:
         return "hh_rlhf" if is_hh_transcript(raw["chosen"] if "chosen" in keys else raw["rejected"]) else "preference"
     if "instruction" in keys:

@@ -39,7 +39,7 @@ log = logging.getLogger("alignkit.data")
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet", ".csv")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-_CSV_JSON_FIELDS = ("messages", "prompt", "completion", "chosen", "rejected")
+_CSV_JSON_FIELDS = ("messages", "conversations", "prompt", "completion", "chosen", "rejected")
 
 Row = tuple[int, Any]  # (line, raw record or DataError)
 
@@ -273,13 +273,13 @@ def iter_rows(loc: Location) -> Iterator[Row]:
     if loc.kind != "file":
         return _dataset_rows(loc)
     suffix = _suffix(loc.target)
-    if suffix in (".jsonl", ".jsonl.gz"):
-        return _jsonl_rows(loc)
     if suffix == ".json":
         return _json_rows(loc)
     if suffix == ".csv":
         return _csv_rows(loc)
-    return _parquet_rows(loc)
+    if suffix == ".parquet":
+        return _parquet_rows(loc)
+    return _jsonl_rows(loc)  # .jsonl, .jsonl.gz, and any other name a caller accepts (label import)
 
 
 # -- loading one file -------------------------------------------------------------------
@@ -291,18 +291,30 @@ class Loaded:
     format: str
     skipped: int = 0
     first_error: DataError | None = None
+    truncated: int = 0  # records with a text cut to ``max_chars`` characters
+    identical: int = 0  # preference pairs dropped because 'chosen' == 'rejected'
+    identical_lines: tuple[int, ...] = ()  # the first few of their lines
 
 
-def load(loc: Location, kind: str, *, fmt: str = F.AUTO, on_bad_record: str = "error") -> Loaded:
+SHOWN_LINES = 5  # line numbers of dropped identical pairs named in the log
+
+
+def load(loc: Location, kind: str, *, fmt: str = F.AUTO, on_bad_record: str = "error",
+         max_chars: int | None = None) -> Loaded:
     """Read, validate and convert every record of ``loc`` to the normalised ``kind`` shape.
 
-    :raises DataError: on the first bad record (``on_bad_record="error"``), or when no valid
-        record is left.
+    With ``max_chars``, every text of a record is cut to that many characters before anyone
+    tokenises it. Preference pairs whose ``chosen`` and ``rejected`` are the same text carry
+    no preference and are dropped (and counted), like ties in the label stage.
+
+    :raises DataError: on the first bad record (``on_bad_record="error"``), when no valid
+        record is left, or when every preference pair is identical.
     """
     from datasets import Dataset
 
     out: list[dict[str, Any]] = []
-    skipped, first_error, file_format, identical = 0, None, None, 0
+    skipped, first_error, file_format, truncated = 0, None, None, 0
+    identical: list[int] = []
     for line, raw in iter_rows(loc):
         try:
             if isinstance(raw, DataError):
@@ -320,21 +332,34 @@ def load(loc: Location, kind: str, *, fmt: str = F.AUTO, on_bad_record: str = "e
             first_error = first_error or error
             continue
         file_format = record_format
+        if max_chars is not None and R.truncate(record, max_chars):
+            truncated += 1
         if kind == "preferences" and record["chosen"] == record["rejected"]:
-            identical += 1
+            identical.append(line)
+            continue
         out.append(record)
+    if identical and not out:
+        raise DataError(f"all {len(identical)} preference pair(s) have identical 'chosen' and 'rejected' "
+                        "(no preference signal); nothing to learn from. Give pairs whose answers differ",
+                        path=loc.spec)
     if not out:
         detail = f" ({skipped} bad record(s) skipped; first: {first_error})" if skipped else ""
         raise DataError(f"no valid {kind} records{detail}", path=loc.spec)
     if skipped:
         log.warning("data: skipped %d bad %s record(s) in %s (kept %d); first: %s",
                     skipped, kind, loc.spec, len(out), first_error)
+    if truncated:
+        log.warning("data: %d %s record(s) in %s cut to %d characters per text (data.max_chars_per_field)",
+                    truncated, kind, loc.spec, max_chars)
     if identical:
-        log.warning("data: %d preference pair(s) in %s have identical 'chosen' and 'rejected' "
-                    "(no preference signal)", identical, loc.spec)
+        lines = ", ".join(map(str, identical[:SHOWN_LINES])) + (", ..." if len(identical) > SHOWN_LINES else "")
+        log.warning("data: dropped %d preference pair(s) of %s with identical 'chosen' and 'rejected' "
+                    "(no preference signal; line%s %s)", len(identical), loc.spec,
+                    "s" if len(identical) > 1 else "", lines)
     log.info("data: %d %s record(s) from %s (format %s)", len(out), kind, loc.spec, file_format)
     dataset = Dataset.from_list(out, features=R.features(kind))
-    return Loaded(dataset, file_format or fmt, skipped, first_error)
+    return Loaded(dataset, file_format or fmt, skipped, first_error, truncated, len(identical),
+                  tuple(identical[:SHOWN_LINES]))
 
 
 def holdout(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:

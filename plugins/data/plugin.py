@@ -50,6 +50,9 @@ class FilesDataConfig:
     eval_fraction: float = 0.1
     seed: int = 0
     on_bad_record: str = "error"
+    # every text of a record (a message, chosen, rejected) is cut to this many characters
+    # before tokenising: one 50 MB line otherwise takes gigabytes; null: no cap
+    max_chars_per_field: Optional[int] = 20000
 
 
 # -- sources ----------------------------------------------------------------------------
@@ -60,14 +63,18 @@ class FilesDataSource:
 
     Each configured file is read, validated and converted once (on first use) and kept.
     ``skipped`` maps an option name (``"sft"``, ``"eval_preferences"``, ...) to the number
-    of bad records skipped when ``on_bad_record="skip"``.
+    of bad records skipped when ``on_bad_record="skip"``; ``truncated`` to the number of
+    records cut to ``max_chars_per_field``; ``identical`` to the number of preference pairs
+    dropped because ``chosen`` and ``rejected`` are the same.
     """
 
     def __init__(self, *, sft: Optional[str] = None, preferences: Optional[str] = None,
                  prompts: Optional[str] = None, eval_sft: Optional[str] = None,
                  eval_preferences: Optional[str] = None, eval_prompts: Optional[str] = None,
                  format: str = F.AUTO, eval_fraction: float = 0.1, seed: int = 0,
-                 on_bad_record: str = "error", name: str = "files") -> None:
+                 on_bad_record: str = "error",
+                 max_chars_per_field: Optional[int] = FilesDataConfig.max_chars_per_field,
+                 name: str = "files") -> None:
         if format not in F.FORMAT_CHOICES:
             raise ConfigError(f"data '{name}': unknown format '{format}'; use one of: "
                               f"{', '.join(F.FORMAT_CHOICES)}")
@@ -75,11 +82,17 @@ class FilesDataSource:
             raise ConfigError(f"data '{name}': on_bad_record must be 'error' or 'skip', not '{on_bad_record}'")
         if not 0.0 <= float(eval_fraction) < 1.0:
             raise ConfigError(f"data '{name}': eval_fraction must be in [0, 1), not {eval_fraction}")
+        if max_chars_per_field is not None and (isinstance(max_chars_per_field, bool)
+                                                or not isinstance(max_chars_per_field, int)
+                                                or max_chars_per_field < 1):
+            raise ConfigError(f"data '{name}': max_chars_per_field must be a positive number of characters "
+                              f"or null (no cap), not {max_chars_per_field!r}")
         self.name = name
         self.format = format
         self.eval_fraction = float(eval_fraction)
         self.seed = int(seed)
         self.on_bad_record = on_bad_record
+        self.max_chars_per_field = max_chars_per_field
         specs = {"sft": sft, "preferences": preferences, "prompts": prompts,
                  "eval_sft": eval_sft, "eval_preferences": eval_preferences, "eval_prompts": eval_prompts}
         # Resolve now: a missing local file fails when the source is built, not mid-run.
@@ -88,6 +101,8 @@ class FilesDataSource:
             for option, spec in specs.items() if spec not in (None, "")
         }
         self.skipped: dict[str, int] = {}
+        self.truncated: dict[str, int] = {}
+        self.identical: dict[str, int] = {}
         self.formats: dict[str, str] = {}
         self._files: dict[str, Any] = {}
         self._splits: dict[str, tuple[Any, Any]] = {}
@@ -122,8 +137,12 @@ class FilesDataSource:
                 self._files[option] = None
             else:
                 kind = option.removeprefix("eval_")
-                loaded = L.load(loc, kind, fmt=self.format, on_bad_record=self.on_bad_record)
+                loaded = L.load(loc, kind, fmt=self.format, on_bad_record=self.on_bad_record,
+                                max_chars=self.max_chars_per_field)
                 self.skipped[option] = loaded.skipped
+                self.truncated[option] = loaded.truncated
+                if kind == "preferences":
+                    self.identical[option] = loaded.identical
                 self.formats[option] = loaded.format
                 self._files[option] = loaded.dataset
         return self._files[option]

@@ -156,6 +156,24 @@ def prompt_record(prompt: list[Message]) -> dict[str, Any]:
     return {"prompt": prompt}
 
 
+def truncate(record: dict[str, Any], max_chars: int) -> bool:
+    """Cut every text of a normalised record (message contents, ``chosen``, ``rejected``) to
+    its first ``max_chars`` characters, in place, so that one huge line cannot make the
+    tokenizer allocate gigabytes; True when anything was cut."""
+    cut = False
+    for key in ("messages", "prompt"):
+        for message in record.get(key) or ():
+            if len(message["content"]) > max_chars:
+                message["content"] = message["content"][:max_chars]
+                cut = True
+    for key in ("chosen", "rejected"):
+        value = record.get(key)
+        if isinstance(value, str) and len(value) > max_chars:
+            record[key] = value[:max_chars]
+            cut = True
+    return cut
+
+
 def prompt_of_conversation(msgs: list[Message]) -> list[Message]:
     """The conversation up to and including its last user turn."""
     last_user = max(i for i, m in enumerate(msgs) if m["role"] == "user")

@@ -262,7 +262,7 @@ class Evaluator:
                 results["warnings"].append(warning)
 
         # win rate
-        m.update(self._win_rate(ctx, prompts, pol_text, ref_text, seed))
+        m.update(self._win_rate(ctx, prompts, pol_text, ref_text, seed, results))
 
         # safety and sycophancy
         m.update(self._safety(safety_rows, [t for _, t in pol_all[n:n + k]], [t for _, t in ref_all[n:n + k]],
@@ -371,12 +371,25 @@ class Evaluator:
         return out
 
     def _win_rate(self, ctx: StageContext, prompts: list, pol_text: list[str], ref_text: list[str],
-                  seed: int) -> dict[str, float]:
+                  seed: int, results: dict) -> dict[str, float]:
         """Policy vs reference by the configured feedback provider; each pair is shown in a
-        seeded random order so a judge's position bias cancels out."""
+        seeded random order so a judge's position bias cancels out. A provider that only looks
+        labels up (``judges_new_answers = False``, feedback=dataset) gets a warning instead."""
         if not self.options.win_rate or not _configured(ctx.run.cfg.get("feedback")):
             return {}
         judge = ctx.feedback()
+        if not getattr(judge, "judges_new_answers", True):
+            scored_by = [str(s) for s in self.options.scorers]
+            if self.options.preference_model and _configured(ctx.run.cfg.get("preference_model")):
+                scored_by.insert(0, f"preference_model={ctx.run.cfg.preference_model.name}")
+            results["warnings"].append(
+                f"no win rate: feedback={ctx.run.cfg.feedback.name} only knows the labelled pairs in the data and "
+                "cannot judge the new answers; "
+                + (f"the answers are compared by {', '.join(scored_by)} instead" if scored_by else
+                   "nothing compares the answers: give a judge of new answers as preference_model=... "
+                   "or evaluate.scorers=[package.module:function]")
+                + " (evaluate.win_rate=false silences this)")
+            return {}
         rng = random.Random(seed)
         swapped = [rng.random() < 0.5 for _ in prompts]
         a = [r if s else p for p, r, s in zip(pol_text, ref_text, swapped)]

@@ -105,8 +105,13 @@ def calibrate(provider: Any, rows: Sequence[dict], seed: int = 0, progress: bool
     return metrics, records
 
 
-def check(ctx: Any, provider: Any, options: CalibrationConfig, out_dir: Path, progress: bool = False) -> dict[str, float]:
-    """Run calibration, write ``calibration.json``/``.jsonl``, warn or stop when no better than chance."""
+def check(ctx: Any, provider: Any, options: CalibrationConfig, out_dir: Path, progress: bool = False,
+          labels_follow: bool = True) -> dict[str, float]:
+    """Run calibration, write ``calibration.json``/``.jsonl``, warn or stop when no better than chance.
+
+    ``labels_follow`` is False when the stage only calibrates (``pipeline=calibrate``: no labels are
+    made), so the warning does not claim the labeler's labels will be used.
+    """
     if not options.enabled:
         return {}
     if options.on_fail not in ("warn", "stop"):
@@ -140,6 +145,8 @@ def check(ctx: Any, provider: Any, options: CalibrationConfig, out_dir: Path, pr
                             f"set label.calibration.on_fail=warn to continue anyway. Details: {out_dir / 'calibration.jsonl'}")
     else:
         bar = "!" * 78
-        log.warning("\n%s\nLABELER NO BETTER THAN CHANCE: %s.\nIts labels will be used anyway "
-                    "(label.calibration.on_fail=warn); set on_fail=stop to refuse.\n%s", bar, summary, bar)
+        verdict = ("Its labels will be used anyway (label.calibration.on_fail=warn); set on_fail=stop to refuse."
+                   if labels_follow else "Calibration only: no labels are made and nothing is trained; do not "
+                   "train on this labeler's labels.")
+        log.warning("\n%s\nLABELER NO BETTER THAN CHANCE: %s.\n%s\n%s", bar, summary, verdict, bar)
     return {f"calibration/{k}": float(v) for k, v in metrics.items()}

@@ -1,7 +1,9 @@
 """``feedback=dataset``: the labels are already in the data (HH-RLHF's chosen/rejected).
 
-The label stage passes the data source's pairs through unchanged; ``judge`` answers for
-pairs the data contains, so the same calibration and pipelines work with given labels.
+The label stage passes every pair of the data source through unchanged (``label.prompts``
+caps them only when set); ``judge`` answers for pairs the data contains, so the same
+calibration and pipelines work with given labels. It cannot judge new answers: the evaluate
+stage reports no win rate with it and says what scores the answers instead.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ def _key(prompt: Any, a: str, b: str) -> str:
 
 
 class DatasetFeedback:
+    """Looks verdicts up in the data: it cannot judge answers the data does not hold, so the
+    evaluate stage leaves the win rate out (``judges_new_answers``) instead of failing."""
+
+    judges_new_answers = False
+
     def __init__(self, options: DatasetFeedbackConfig, ctx: Any) -> None:
         if options.unknown not in ("error", "tie"):
             from alignkit.core import ConfigError

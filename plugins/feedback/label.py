@@ -24,14 +24,17 @@ from alignkit.plugins.feedback.judgement import FeedbackError, to_dict
 
 log = logging.getLogger("alignkit")
 SPLITS = ("train", "eval")
+SAMPLED_PROMPTS = {"train": 64, "eval": 16}  # label.prompts / label.eval_prompts when null and a judge samples
 
 
 @dataclass
 class LabelConfig:
     """Options of ``optimizer=label`` (in pipelines: ``label.*``)."""
 
-    prompts: int = 64  # train prompts to label; -1: all; 0: calibrate only, no artifact
-    eval_prompts: int = 16  # held-out prompts labelled into eval.jsonl
+    # train prompts to label; null: 64 sampled ones, or every pair with feedback=dataset;
+    # -1: all; 0: calibrate only, no artifact
+    prompts: Optional[int] = None
+    eval_prompts: Optional[int] = None  # held-out prompts labelled into eval.jsonl; null: 16, or every pair
     samples: int = 2  # responses per prompt; judged as pairs (1st, 2nd), (3rd, 4th), ...
     prompt_filter: Optional[str] = None  # package.module:function(prompt) -> bool: only label these prompts
     max_new_tokens: int = 48
@@ -68,15 +71,19 @@ class LabelOptimizer:
         if provider_name == "human":  # people are the reference labels; their agreement is measured by overlap
             metrics: dict[str, float] = {}
         else:
-            metrics = dict(check(ctx, provider, o.calibration, ctx.dir, progress=settings.progress))
+            metrics = dict(check(ctx, provider, o.calibration, ctx.dir, progress=settings.progress,
+                                 labels_follow=o.prompts != 0))
         if o.prompts == 0:
             return StageResult(metrics=metrics)
         out = ctx.dir / "preferences"
         if hasattr(provider, "existing_preferences"):  # feedback=dataset: the labels are given
             for split in SPLITS:
                 rows = provider.existing_preferences(split)
-                limit = o.prompts if split == "train" else o.eval_prompts
-                rows = rows if limit < 0 else rows[:limit]
+                limit = self._option(split)
+                if limit is not None and 0 <= limit < len(rows):
+                    log.info("label: label.%s=%d keeps the first %d of the data's %d %s pairs",
+                             "prompts" if split == "train" else "eval_prompts", limit, limit, len(rows), split)
+                    rows = rows[:limit]
                 if rows:
                     write_jsonl(out / f"{split}.jsonl", rows)
                 metrics[f"label/{split}_pairs"] = len(rows)
@@ -145,6 +152,10 @@ class LabelOptimizer:
                  len(records["train"]), len(records["eval"]), provider_name, counts["ties"], counts["identical"])
         return StageResult(metrics=metrics, artifacts={"preferences": ctx.artifact(out)})
 
+    def _option(self, split: str) -> Optional[int]:
+        """``label.prompts`` (train) or ``label.eval_prompts`` as set; None when left at null."""
+        return self.options.prompts if split == "train" else self.options.eval_prompts
+
     def _record(self, pair: dict, judgement: Any, source: str) -> dict | None:
         a, b, p = pair["response_a"], pair["response_b"], float(judgement.probability)
         if judgement.preferred == "a":
@@ -161,7 +172,8 @@ class LabelOptimizer:
         file = ctx.dir / f"pairs-{split}.jsonl"
         if file.exists():
             return read_jsonl(file)
-        limit = o.prompts if split == "train" else o.eval_prompts
+        limit = self._option(split)
+        limit = SAMPLED_PROMPTS[split] if limit is None else limit
         prompts = ctx.sample_prompts(split, limit=limit, prompt_filter=o.prompt_filter, seed=o.seed,
                                      option="label.prompt_filter")
         if not prompts:

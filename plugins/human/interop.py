@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from alignkit.core.errors import DataError
-from alignkit.core.records_io import read_jsonl
 from alignkit.plugins.human.agreement import aggregate as aggregate_votes
 from alignkit.plugins.human.store import Store, StoreError
 
@@ -64,10 +63,21 @@ def _text(value: Any, path: str, line: int | None, field: str) -> str:
 
 
 def read_pairs(path: str | Path) -> list[dict[str, Any]]:
-    """Pairs from JSONL; every record is checked before anything is imported."""
+    """Pairs from JSONL (``.json``, ``.csv`` and ``.parquet`` as ``data=files`` reads them);
+    every record is checked before anything is imported. Errors name the file's own line
+    (blank lines count, as in an editor) and field, bytes that are not UTF-8 included."""
+    from alignkit.plugins.data import loaders
+
     path = str(path)
+    if not Path(path).is_file():
+        raise DataError("file not found", path=path)
+    loc = loaders.Location(path, "file", str(Path(path).absolute()))
     pairs = []
-    for line, row in enumerate(read_jsonl(Path(path)), start=1):
+    for line, row in loaders.iter_rows(loc):
+        if isinstance(row, DataError):
+            raise row
+        if not isinstance(row, dict):
+            raise DataError("expected a JSON object", path=path, line=line)
         if "prompt" not in row:
             raise DataError("missing", path=path, line=line, field="prompt")
         a_field, b_field = ("response_a", "response_b") if "response_a" in row else ("chosen", "rejected")
@@ -261,8 +271,8 @@ def import_label_studio(store: Store, project: str, tasks: Iterable[dict[str, An
                 elif result.get("type") == "choices" and "tie" in (value.get("choices") or []):
                     choice = "tie"
             if choice is None:
-                raise DataError("no pairwise selection and no 'tie' choice in this annotation", path=source,
-                                line=index, field="annotations.result")
+                raise DataError("no pairwise selection and no 'tie' choice in this annotation", path=where,
+                                field="annotations.result")
             parsed.append((user, choice))
         responses.append(parsed)
     return _import(store, project, pairs, responses)

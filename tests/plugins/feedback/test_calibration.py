@@ -50,6 +50,17 @@ def test_a_labeler_at_chance_warns_loudly(stage_ctx, tmp_path, rules_module, cap
         metrics = check(ctx, ctx.feedback(), options, ctx.dir)
     assert metrics["calibration/accuracy"] == 0.5 and metrics["calibration/passed"] == 0.0
     assert "LABELER NO BETTER THAN CHANCE" in caplog.text
+    assert "will be used anyway" in caplog.text
+
+
+def test_calibration_only_does_not_claim_its_labels_will_be_used(stage_ctx, tmp_path, rules_module, caplog):
+    """pipeline=calibrate makes no labels: its banner must not say they "will be used anyway"."""
+    ctx = stage_ctx("feedback=rule", "feedback.fn=fbtest_rules:longer")
+    options = CalibrationConfig(path=str(pairs_file(tmp_path, chosen_longer_every=2)), pairs=20)
+    with caplog.at_level(logging.WARNING, logger="alignkit"):
+        check(ctx, ctx.feedback(), options, ctx.dir, labels_follow=False)
+    assert "LABELER NO BETTER THAN CHANCE" in caplog.text
+    assert "used anyway" not in caplog.text and "nothing is trained" in caplog.text
 
 
 def test_a_labeler_at_chance_stops_the_run_when_asked(stage_ctx, tmp_path, rules_module):

@@ -7,7 +7,6 @@ seeding, checkpoints and resume, the NaN guard, progress and metrics.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -21,12 +20,11 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import torch
 
+from alignkit.core import checkpoints
+from alignkit.core.checkpoints import TRAINER_STATE  # noqa: F401  (re-exported for plugins)
 from alignkit.core.errors import ConfigError, TrainingDiverged
-from alignkit.core.rundir import atomic_write_json
 
 log = logging.getLogger("alignkit")
-
-TRAINER_STATE = "trainer_state.json"
 
 
 @dataclass
@@ -118,13 +116,6 @@ def make_optimizer(model: torch.nn.Module, settings: TrainerConfig) -> torch.opt
         return torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay, fused=True)
     except (RuntimeError, TypeError):  # fused kernels missing for this device/dtype
         return torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-
-
-def _checkpoints(folder: Path) -> list[Path]:
-    if not folder.exists():
-        return []
-    done = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / TRAINER_STATE).exists()]
-    return sorted(done, key=lambda p: int(p.name.split("-")[1]))
 
 
 def save_model(model: Any, tokenizer: Any, path: Path, state_dict: Mapping[str, Any] | None = None) -> None:
@@ -248,12 +239,12 @@ class Engine:
         wrapper, optimizer, scheduler = acc.prepare(wrapper, optimizer, scheduler)
 
         step, epoch, cursor = 0, 0, 0
-        existing = _checkpoints(self.checkpoint_dir)
-        if existing:
-            latest = existing[-1]
-            acc.load_state(str(latest))
-            state = json.loads((latest / TRAINER_STATE).read_text())
-            step, epoch, cursor = state["step"], state["epoch"], state["cursor"]
+        latest = checkpoints.resume_point(self.checkpoint_dir)  # verified; damaged ones are set aside
+        if latest is not None:
+            with checkpoints.loading(latest):
+                acc.load_state(str(latest))
+                state = checkpoints.read_state(latest)
+                step, epoch, cursor = state["step"], state["epoch"], state["cursor"]
             log.info("resuming stage %s from %s (step %d)", self.stage, latest, step)
             if acc.is_main_process:
                 print(f"alignkit: resuming stage '{self.stage}' at step {step} from {latest}", file=sys.stderr)
@@ -390,30 +381,9 @@ class Engine:
             config["gradient_clipping"] = self.settings.max_grad_norm
 
     def _save_checkpoint(self, step: int, epoch: int, cursor: int) -> Path:
-        """accelerate state plus our data position, renamed into place when complete.
-
-        Every process saves its part (RNG state; shards under FSDP / DeepSpeed) into the same
-        temporary folder; the main process renames it once all have finished.
-        """
-        acc = self.accelerator
-        final = self.checkpoint_dir / f"step-{step:07d}"
-        tmp = self.checkpoint_dir / f".tmp-step-{step:07d}"
-        if acc.is_main_process:
-            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            if tmp.exists():
-                shutil.rmtree(tmp)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            atomic_write_json(tmp / TRAINER_STATE, {"step": step, "epoch": epoch, "cursor": cursor})
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            for old in _checkpoints(self.checkpoint_dir)[: -max(1, self.settings.keep_checkpoints)]:
-                shutil.rmtree(old, ignore_errors=True)
-        acc.wait_for_everyone()
-        return final
+        """accelerate state plus our data position, sealed by a manifest (core/checkpoints.py)."""
+        return checkpoints.save(self.accelerator, self.checkpoint_dir, step,
+                                {"step": step, "epoch": epoch, "cursor": cursor}, self.settings.keep_checkpoints)
 
 
 class _TaskModule(torch.nn.Module):

@@ -34,6 +34,10 @@ class TrainingDiverged(AlignkitError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+class CheckpointError(AlignkitError):
+    """A mid-stage checkpoint cannot be used; the message names its folder and what to do."""
+
+
 class WaitingForFeedback(AlignkitError):
     """A stage needs judgements that people have not given yet (``feedback=human``).
 

@@ -11,12 +11,9 @@ clipping, the NaN guard, checkpoints that resume exactly, and ``ctx.log``.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
-import os
 import random
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -26,12 +23,12 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 from omegaconf import OmegaConf
 
-from alignkit.core.engine import TRAINER_STATE, TrainerConfig, save_model
+from alignkit.core import checkpoints
+from alignkit.core.engine import TrainerConfig, save_model
 from alignkit.core.errors import ConfigError, DataError, TrainingDiverged
 from alignkit.core.lm import pack
 from alignkit.core.pipeline import StageContext
 from alignkit.core.records_io import read_jsonl, write_jsonl
-from alignkit.core.rundir import atomic_write_json
 from alignkit.core.types import ModelSpec, StageResult
 from alignkit.plugins.ppo import losses as L
 from alignkit.plugins.ppo import sharding as S
@@ -132,13 +129,6 @@ def prompt_indices(count: int, batch_size: int, seed: int, step: int) -> list[in
     return out
 
 
-def _checkpoints(folder: Path) -> list[Path]:
-    if not folder.exists():
-        return []
-    done = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / TRAINER_STATE).exists()]
-    return sorted(done, key=lambda p: int(p.name.split("-")[1]))
-
-
 class PPOOptimizer:
     """``optimizer=ppo``: clipped PPO with a critic, GAE and a KL penalty to the reference."""
 
@@ -185,15 +175,15 @@ class PPOOptimizer:
 
         checkpoint_dir = ctx.dir / "checkpoints"
         step, extra = 0, {}
-        existing = _checkpoints(checkpoint_dir)
-        if existing:
-            latest = existing[-1]
-            acc.load_state(str(latest))
-            state = json.loads((latest / TRAINER_STATE).read_text())
-            step = int(state["step"])
-            kl_ctl.load_state_dict(state["kl_controller"])
-            moments.load_state_dict(state["reward_moments"])
-            extra = state.get("extra", {})
+        latest = checkpoints.resume_point(checkpoint_dir)  # verified; damaged ones are set aside
+        if latest is not None:
+            with checkpoints.loading(latest):
+                acc.load_state(str(latest))
+                state = checkpoints.read_state(latest)
+                step = int(state["step"])
+                kl_ctl.load_state_dict(state["kl_controller"])
+                moments.load_state_dict(state["reward_moments"])
+                extra = state.get("extra", {})
             print(f"alignkit: resuming stage '{ctx.name}' at step {step} from {latest}", file=sys.stderr)
 
         samples_file = ctx.dir / "samples.jsonl"
@@ -509,25 +499,10 @@ class PPOOptimizer:
     def _save_checkpoint(self, acc: Any, folder: Path, step: int, kl_ctl: L.FixedKLController,
                          moments: L.RunningMoments, extra: dict, settings: TrainerConfig) -> Path:
         """Policy, critic, optimizer, schedule and RNG (accelerate) plus the KL controller and reward
-        statistics, written to a temporary folder and renamed: a checkpoint is whole or absent."""
-        final = folder / f"step-{step:07d}"
-        tmp = folder / f".tmp-step-{step:07d}"
-        if acc.is_main_process:
-            folder.mkdir(parents=True, exist_ok=True)
-            if tmp.exists():
-                shutil.rmtree(tmp)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        if acc.is_main_process:
-            atomic_write_json(tmp / TRAINER_STATE, {"step": step, "kl_controller": kl_ctl.state_dict(),
-                                                    "reward_moments": moments.state_dict(), "extra": extra})
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            for old in _checkpoints(folder)[: -max(1, settings.keep_checkpoints)]:
-                shutil.rmtree(old, ignore_errors=True)
-        acc.wait_for_everyone()
-        return final
+        statistics, sealed by a manifest and renamed into place (core/checkpoints.py)."""
+        state = {"step": step, "kl_controller": kl_ctl.state_dict(), "reward_moments": moments.state_dict(),
+                 "extra": extra}
+        return checkpoints.save(acc, folder, step, state, settings.keep_checkpoints)
 
     # ---------------------------------------------------------------------------------
     def _evaluate(self, policy: Any, tokenizer: Any, pool: PromptPool, scorer: Any,
@@ -556,7 +531,7 @@ def stop_if_diverged(loss: Any, stage: str, step: int, checkpoint_dir: Path) -> 
     """Raise ``TrainingDiverged`` (naming the checkpoint to resume from) when ``loss`` is not finite."""
     if torch.isfinite(loss.detach()):
         return
-    newest = _checkpoints(checkpoint_dir)
+    newest = checkpoints.listing(checkpoint_dir)
     where = (f"the newest checkpoint is {newest[-1]}; rerun the same command to resume from it"
              if newest else "no checkpoint was written yet (trainer.checkpoint_every)")
     raise TrainingDiverged(

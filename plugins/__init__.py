@@ -10,6 +10,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("data", "alignkit.plugins.data.plugin"),
     ("sft", "alignkit.plugins.sft.plugin"),
     ("dpo", "alignkit.plugins.dpo.plugin"),
+    ("reference_free", "alignkit.plugins.reference_free.plugin"),
     ("loggers", "alignkit.plugins.loggers.plugin"),
     ("rules", "alignkit.plugins.rules.plugin"),
     ("ppo", "alignkit.plugins.ppo.plugin"),

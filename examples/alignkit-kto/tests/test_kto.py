@@ -15,7 +15,7 @@ class TestKTOIsAnOptimizer(OptimizerContract):
 
     def test_the_feedback_provider_labelled_the_pairs(self, contract_run):
         rd, _, _ = contract_run
-        metrics = rd.summary["stages"]["dpo"]["metrics"]
+        metrics = rd.summary["stages"][self._stage(contract_run)]["metrics"]
         # CONTRACT_PAIRS: the keyword rules decide the rambling and refusing pairs, tie on the rest
         assert metrics["data/feedback_agrees_with_chosen"] == 1.0
         assert 0 < metrics["data/undecided_pairs"] < metrics["data/pairs"]

@@ -1,0 +1,1 @@
+"""Built-in ORPO and CPO optimizers: preference optimisation without a reference model."""

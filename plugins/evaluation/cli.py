@@ -35,6 +35,7 @@ def evaluate_run(run_dir: Path, overrides: Sequence[str] = (), registry=None) ->
     if not (run_dir / SUMMARY).exists() or not config_file.exists():
         raise ConfigError(f"{run_dir} is not an alignkit run directory (no {SUMMARY} or .hydra/config.yaml)")
     cfg = OmegaConf.load(config_file)
+    _use_recorded_data_files(cfg, json.loads((run_dir / SUMMARY).read_text(encoding="utf-8")))
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ConfigError(f"alignkit evaluate: expected key=value overrides, got {' '.join(bad)}")
@@ -68,6 +69,25 @@ def evaluate_run(run_dir: Path, overrides: Sequence[str] = (), registry=None) ->
     return rd
 
 
+def _use_recorded_data_files(cfg, summary) -> None:
+    """Point the saved config's data files at the absolute paths the run recorded (summary.json
+    ``data_files``): a relative ``data.sft=train.jsonl`` then works from any folder. A file that
+    changed since the run read it gets a warning naming it."""
+    from omegaconf import OmegaConf
+
+    from alignkit.core.rundir import file_sha256
+
+    for key, record in (summary.get("data_files") or {}).items():
+        if OmegaConf.select(cfg, key, default=None) is None:
+            continue
+        path = Path(record["path"])
+        OmegaConf.update(cfg, key, str(path), merge=False)
+        if path.is_file() and record.get("sha256") and file_sha256(path) != record["sha256"]:
+            logging.getLogger("alignkit").warning(
+                "data file %s (%s) changed since the run read it: the evaluation uses its current content",
+                path, key)
+
+
 def evaluate_command(argv: Sequence[str]) -> int:
     """``alignkit evaluate RUN_DIR [key=value ...]``."""
     parser = argparse.ArgumentParser(prog="alignkit evaluate",
@@ -94,10 +114,15 @@ def report_command(argv: Sequence[str]) -> int:
     """``alignkit report DIR... [--kl-budget X] [--metric NAME] [--out DIR]``."""
     parser = argparse.ArgumentParser(prog="alignkit report",
                                      description="Compare runs: a table with the swept parameters as columns, "
-                                                 "a reward-vs-KL frontier plot, the best run under a KL budget.")
+                                                 "ranked by a metric; a metric-vs-KL frontier plot; the best run "
+                                                 "under a KL budget; each training stage's final metrics; "
+                                                 "failed runs marked.")
     parser.add_argument("dirs", nargs="+", type=Path, help="run directories or Hydra multirun folders")
     parser.add_argument("--kl-budget", type=float, default=None, help="nats per response")
-    parser.add_argument("--metric", default=None, help="reward to rank by (a scorer name or a metric key)")
+    parser.add_argument("--metric", default=None,
+                        help="what ranks the runs: a scorer name, an evaluate metric (win/win_rate) or a training "
+                             "stage's (dpo/eval/loss); default: the reward, else the win rate, else the last "
+                             "training stage's held-out accuracy or loss. An unknown name lists the choices")
     parser.add_argument("--out", type=Path, default=None,
                         help="where comparison.md and frontier.png go (default: the first DIR)")
     ns = parser.parse_args(list(argv))

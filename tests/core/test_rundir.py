@@ -1,6 +1,7 @@
 """Run directory writes are atomic and the summary follows the contract."""
 
 import json
+import os
 
 from alignkit.core.rundir import RunDir, atomic_write_text
 from alignkit.core.types import StageResult
@@ -20,6 +21,8 @@ def test_summary_and_done_markers(tmp_path):
     rd.mark_done(1, "sft", StageResult({"eval/loss": 1.5}, {"model": "01-sft/model"}))
     rd.finish("completed")
     summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary.pop("owner")["pid"] == os.getpid()  # who ran it, and when it last wrote
+    assert summary.pop("heartbeat") > 0
     assert summary == {"pipeline": "sft", "status": "completed", "stages": {
         "sft": {"status": "completed", "metrics": {"eval/loss": 1.5}, "artifacts": {"model": "01-sft/model"}}}}
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])

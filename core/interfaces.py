@@ -55,6 +55,24 @@ class PreferenceModel(Protocol):
 
 
 @runtime_checkable
+class ExplainedScores(Protocol):
+    """Optional for a ``PreferenceModel`` made of parts (``preference_model=composite``): what went
+    into its last ``score`` call. Stages that score log ``last_metrics()`` with their reward metrics
+    (``reward/<key>``); evaluate reports each of ``last_scores()`` as a scorer of its own."""
+
+    def last_metrics(self) -> Mapping[str, float]: ...
+
+    def last_scores(self) -> Mapping[str, Sequence[float]]: ...
+
+
+def score_metrics(scorer: Any, prefix: str = "reward/") -> dict[str, float]:
+    """``scorer.last_metrics()`` under ``prefix``, or {} for a scorer without them (or a process
+    that holds no copy of it, ``reward_placement=rank0``)."""
+    fn = getattr(scorer, "last_metrics", None)
+    return {f"{prefix}{key}": float(value) for key, value in fn().items()} if callable(fn) else {}
+
+
+@runtime_checkable
 class Generator(Protocol):
     """Samples one continuation per tokenised prompt from ``model``'s current weights.
 

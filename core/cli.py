@@ -2,7 +2,11 @@
 
     alignkit [hydra overrides...]     compose conf/ and run the pipeline
     alignkit -m key=a,b               Hydra multirun sweep
+    alignkit ... --dry-run            compose, check every stage (core/preflight.py), print the plan; train nothing
+    alignkit --help                   commands and config group options (core/usage.py); Hydra's: --hydra-help
     alignkit plugins                  list every registered component
+    alignkit runs [DIR]               run directories under DIR (runs/) with their true status
+    alignkit resume RUN_DIR           rerun a run with its saved overrides, in its own directory
     alignkit plugin new NAME          write a skeleton package for a new plugin (core/scaffold.py)
     alignkit <command> ...            a plugin's command (entry-point group ``alignkit.commands``),
                                       e.g. ``alignkit label serve`` from the human-feedback plugin
@@ -26,6 +30,17 @@ COMMANDS_GROUP = "alignkit.commands"
 
 _registry: Registry | None = None
 _user_args: list[str] = []
+_dry_run = False  # --dry-run: check and print the plan instead of running it
+_sweep_dirs: list[Path] = []  # set by the jobs of a multirun: main() reports on the sweep at the end
+log = logging.getLogger(__name__)
+
+
+class _JobExit(SystemExit):
+    """The end of a failed job, with the message printed for it (a sweep records it)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(code)
+        self.message = message
 
 
 def registry() -> Registry:
@@ -75,13 +90,78 @@ def rewrite_overrides(args: Sequence[str], searchpath: Sequence[str]) -> list[st
 
 def _task(cfg) -> None:  # the @hydra.main function, wrapped in main()
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    from alignkit.core.log_routing import keep_checkpoint_logs_off_console
+
+    keep_checkpoint_logs_off_console()  # Hydra has just set up this job's console and file logging
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN and not launcher.inside_launch():
+        _sweep_job(cfg, run_dir, hydra_cfg)
+    else:
+        _run_job(cfg, run_dir)
+
+
+def _sweep_job(cfg, run_dir: Path, hydra_cfg) -> None:
+    """One job of ``alignkit -m``: a failure is recorded (the job's summary.json: status "failed" and
+    its "error"; the sweep's sweep.json) and the sweep goes on to the next job; main() exits non-zero
+    at the end. Ctrl-C still ends the sweep."""
+    import traceback
+
+    from alignkit.core import sweep
+    from alignkit.core.rundir import RunDir
+
+    sweep_dir = Path(str(hydra_cfg.sweep.dir)).resolve()
+    if sweep_dir not in _sweep_dirs:
+        _sweep_dirs.append(sweep_dir)
+    num, overrides = int(hydra_cfg.job.num), [str(o) for o in hydra_cfg.overrides.task]
+    sweep.record_job(sweep_dir, _user_args, num, run_dir, overrides, "running")
+    status, error = "completed", None
+    try:
+        _run_job(cfg, run_dir)
+    except SystemExit as exc:
+        if exc.code == WaitingForFeedback.EXIT_WAITING:
+            status = "waiting"
+        elif exc.code not in (0, None):
+            status, error = "failed", getattr(exc, "message", None) or f"exit status {exc.code}"
+    except Exception as exc:  # what a single run would end with as a traceback
+        log.exception("job %d (%s) failed", num, " ".join(overrides))
+        status, error = "failed", "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    if status == "failed" and distributed.is_main_process() and not _dry_run:
+        rd = RunDir(run_dir, pipeline=str(cfg.get("pipeline", {}).get("name") or ""), writer=True)
+        if rd.summary.get("status") != "failed":  # failed before the pipeline wrote its summary
+            rd.finish("failed", error)
+        error = rd.summary.get("error") or error
+    sweep.record_job(sweep_dir, _user_args, num, run_dir, overrides, status, error)
+
+
+def _dry_run_job(cfg, run_dir: Path) -> None:
+    """``--dry-run``: check the composed run as its first stage would (core/preflight.py), print the
+    plan and stop: no stage folder, no model, no launch."""
+    from alignkit.core.preflight import preflight
+
+    try:
+        registry().hook.alignkit_configure.call_historic(kwargs={"cfg": cfg})
+        plan = preflight(cfg, registry())
+    except AlignkitError as exc:
+        print(f"alignkit: error: {exc}", file=sys.stderr)
+        raise _JobExit(2, str(exc)) from None
+    print(plan.describe())
+    print(f"alignkit: dry run: the configuration is valid; nothing was trained (Hydra wrote only "
+          f"{run_dir / '.hydra'})")
+
+
+def _run_job(cfg, run_dir: Path) -> None:
+    """Run one job in ``run_dir`` (under ``accelerate launch`` when asked); errors end it with
+    exit status 2, a stage waiting for labels with 75."""
+    if _dry_run:
+        return _dry_run_job(cfg, run_dir)
     try:  # re-run this job under `accelerate launch`, in the same run directory
         code = launcher.relaunch(cfg, run_dir) if launcher.launch_requested(cfg) else None
     except AlignkitError as exc:
         print(f"alignkit: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise _JobExit(2, str(exc)) from None
     if code:
         raise SystemExit(code)
     if code == 0:  # the launched processes ran the pipeline
@@ -93,15 +173,17 @@ def _task(cfg) -> None:  # the @hydra.main function, wrapped in main()
         run_pipeline(cfg, run_dir, registry())
     except WaitingForFeedback as exc:
         again = [a for a in _user_args if not a.startswith("hydra.run.dir=")] + [f"hydra.run.dir={run_dir}"]
+        if _sweep_dirs:  # a sweep's command line names every job: resume this one
+            again = ["resume", str(run_dir)]
         print(f"alignkit: waiting: {exc}\nrun directory: {run_dir}\nresume with: "
               + shlex.join(["alignkit", *again]))
         raise SystemExit(exc.EXIT_WAITING) from None
     except AlignkitError as exc:
         print(f"alignkit: error: {exc}\nrun directory: {run_dir}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise _JobExit(2, str(exc)) from None
     except (ValueError, KeyError, FileNotFoundError) as exc:
         print(f"alignkit: error: {type(exc).__name__}: {exc}\nrun directory: {run_dir}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise _JobExit(2, f"{type(exc).__name__}: {exc}") from None
     if distributed.is_main_process():
         print(f"alignkit: run directory: {run_dir}")
 
@@ -126,9 +208,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         from alignkit.core.scaffold import main as plugin_command
 
         raise SystemExit(plugin_command(args[1:]))
+    if args[:1] == ["runs"]:  # alignkit runs [DIR]: run directories with their true status
+        from alignkit.core.runs import runs_command
+
+        raise SystemExit(runs_command(args[1:]))
+    if args[:1] == ["resume"]:  # alignkit resume RUN_DIR: its saved overrides, in its own directory
+        from alignkit.core.runs import resume_overrides
+
+        args = resume_overrides(args[1:])
+        print("alignkit: resuming: " + shlex.join(["alignkit", *args]), file=sys.stderr)
     command = subcommand(args[0]) if args else None
     if command is not None:
         raise SystemExit(command(args[1:]))
+    if "--help" in args or "-h" in args:  # alignkit's own help; Hydra's is --hydra-help
+        from alignkit.core.usage import print_usage
+
+        raise SystemExit(print_usage(registry()))
+    global _dry_run
+    _dry_run = "--dry-run" in args
+    args = [a for a in args if a != "--dry-run"]
     _user_args[:] = args
     logging.getLogger("alignkit").setLevel(logging.INFO)
     try:
@@ -141,8 +239,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"alignkit: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     sys.argv = [sys.argv[0], *rewrite_overrides(args, searchpath), *launcher.launched_process_overrides()]
+    from alignkit.core.rundir import register_resolvers
+
+    register_resolvers()  # ${alignkit_run_name:...} in hydra.run.dir / hydra.sweep.dir
     app = hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME)(_task)
     app()
+    if _sweep_dirs and distributed.is_main_process():  # the end of a multirun: the folder to report on
+        from alignkit.core import sweep
+
+        record, code = sweep.finish_sweep(_sweep_dirs[-1])
+        print(sweep.describe(_sweep_dirs[-1], record))
+        if code:
+            raise SystemExit(code)
 
 
 if __name__ == "__main__":

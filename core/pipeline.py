@@ -8,6 +8,7 @@ directory: a stage trains from the last ``model`` artifact of the stages before 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import time
 import traceback
@@ -41,6 +42,16 @@ def _plain(node: Any) -> dict:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
 
 
+def did_you_mean(unknown: list[str], allowed: Any) -> str:
+    """`` (did you mean 'beta'?)`` for each unknown name with a close allowed one, else ``""``."""
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, sorted(allowed), n=1)
+        if close:
+            hints.append(f"'{close[0]}'" if len(unknown) == 1 else f"'{close[0]}' for '{name}'")
+    return f" (did you mean {', '.join(hints)}?)" if hints else ""
+
+
 def validate_config(entry_kind: str, name: str, schema: type | None, node: Any) -> DictConfig:
     """Merge ``node`` into the entry's schema: unknown keys and wrong types are errors."""
     node = OmegaConf.create({}) if node is None else node
@@ -53,8 +64,8 @@ def validate_config(entry_kind: str, name: str, schema: type | None, node: Any) 
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(
-            f"{entry_kind} '{name}' has no option {', '.join(repr(u) for u in unknown)}; "
-            f"its options are: {', '.join(sorted(allowed))}"
+            f"{entry_kind} '{name}' has no option {', '.join(repr(u) for u in unknown)}"
+            f"{did_you_mean(unknown, allowed)}; its options are: {', '.join(sorted(allowed))}"
         )
     try:
         merged = OmegaConf.merge(base, data)
@@ -311,11 +322,17 @@ def write_rounds(rd: RunDir, plan: list[DictConfig]) -> None:
 
 
 def _optimizer_config(run: RunContext, stage: DictConfig) -> tuple[Any, DictConfig]:
+    return optimizer_config(run.cfg, run.registry, stage)
+
+
+def optimizer_config(cfg: DictConfig, registry: Registry, stage: DictConfig) -> tuple[Any, DictConfig]:
+    """A stage's optimizer entry and ``(validated options, its own trainer node or None)``: the
+    ``optimizer`` node when the stage runs ``${optimizer.name}``, merged with the stage's ``config``."""
     name = str(stage.optimizer)
-    entry = run.registry.get("optimizer", name)
+    entry = registry.get("optimizer", name)
     node: Any = OmegaConf.create({})
-    if run.cfg.get("optimizer") is not None and run.cfg.optimizer.get("name") == name:
-        node = run.cfg.optimizer
+    if cfg.get("optimizer") is not None and cfg.optimizer.get("name") == name:
+        node = cfg.optimizer
     if stage.get("config"):  # may add keys (a stage's own trainer.max_steps); the schemas check them below
         node = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(node, resolve=True)), stage.config)
     node = OmegaConf.to_container(node, resolve=True)
@@ -383,10 +400,15 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, registry: Registry | None
     registry.get("data_source", str(cfg.data.name))
     for stage in plan:
         registry.get("optimizer", str(stage.optimizer))
+    # Every stage's options, components, functions and models, before the first stage trains.
+    from alignkit.core.preflight import preflight
+
+    preflight(cfg, registry)
     rd = RunDir(run_dir, pipeline=str(cfg.pipeline.name))
     rd.summary["status"] = "running"
     rd.summary.pop("message", None)
     rd.summary.pop("feedback", None)
+    rd.record_data_files(cfg.get("data"))  # absolute paths and sha256: evaluate/resume from any folder
     rd.write_summary()
     # Under N processes: every process decides what is done before the main one writes anything.
     done = {index: rd.is_done(index, str(stage.name)) for index, stage in enumerate(plan, start=1)}

@@ -20,5 +20,6 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("evaluation", "alignkit.plugins.evaluation.plugin"),
     ("rejection_sampling", "alignkit.plugins.rejection_sampling.plugin"),
     ("curation", "alignkit.plugins.curation.plugin"),
+    ("multi_objective", "alignkit.plugins.multi_objective.plugin"),
     ("generation", "alignkit.plugins.generation.plugin"),
 )

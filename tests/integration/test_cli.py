@@ -132,3 +132,49 @@ def test_command_line_trainer_settings_beat_the_optimizer_files_own(tmp_path):
              f"hydra.run.dir={other}")
     records = [json.loads(line) for line in (other / "metrics.jsonl").read_text().splitlines()]
     assert {r["lr"] for r in records if r.get("stage") == "dpo" and "lr" in r} == {3e-05}
+
+
+def test_a_problem_of_a_later_stage_fails_the_command_before_sft_trains(tmp_path):
+    run = tmp_path / "run"
+    fast = [a for a in FAST if not a.startswith("optimizer.")]
+    proc = alignkit("pipeline=ppo", *fast, f"hydra.run.dir={run}", check=False)
+    assert proc.returncode == 2
+    assert "stage 'ppo' needs a preference_model: add preference_model=<one of bradley_terry, " in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (run / "01-sft").exists() and not (run / "summary.json").exists()
+
+
+def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
+    run = tmp_path / "run"
+    fast = [a for a in FAST if not a.startswith("optimizer.")]
+    proc = alignkit("pipeline=dpo", *fast, "trainer.max_steps=5", "--dry-run", "evaluate.num_prompts=3",
+                    f"hydra.run.dir={run}")
+    lines = proc.stdout.splitlines()
+    assert "pipeline dpo: model tiny-random, data demo" in lines
+    rows = [line.split()[:3] for line in lines if line[:2] in ("01", "02", "03")]
+    assert rows == [["01", "sft", "sft"], ["02", "dpo", "dpo"], ["03", "evaluate", "evaluate"]]
+    assert "max_steps=5 lr=3e-05 batch_size=2" in proc.stdout  # batch size from FAST, lr from the pipeline
+    assert "nothing was trained" in proc.stdout
+    assert sorted(p.name for p in run.iterdir() if not p.name.endswith(".log")) == [".hydra"]
+    bad = alignkit("pipeline=dpo", *fast, "--dry-run", "+optimizer.betaa=0.1", f"hydra.run.dir={tmp_path / 'bad'}",
+                   check=False)
+    assert bad.returncode == 2 and "has no option 'betaa' (did you mean 'beta'?)" in bad.stderr
+
+
+def test_help_lists_the_commands_and_every_group_option_plugins_included(tmp_path):
+    fake = Path(__file__).parents[1] / "fixtures" / "fake_plugin"  # its dist-info is found on PYTHONPATH
+    env = dict(_env(), PYTHONPATH=os.pathsep.join(filter(None, [str(fake), os.environ.get("PYTHONPATH")])))
+    exe = Path(sys.executable).parent / "alignkit"
+    proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "Hydra" not in out.splitlines()[0] and "--hydra-help" in out and "--dry-run" in out
+    commands = out.split("\ncommands:")[1].split("\nconfig groups")[0]
+    for command in ("plugins", "plugin new NAME", "report", "evaluate", "label", "data"):
+        assert f"\n  {command} " in commands, command
+    groups = {line.split()[0]: line.split(None, 1)[1] for line in out.split("\nconfig groups")[1].split("\n\n")[0]
+              .splitlines()[1:]}
+    assert "fake_opt" in groups["optimizer"] and "dpo" in groups["optimizer"]  # the plugin's option
+    assert {"bradley_terry", "judge", "rule"} <= set(groups["preference_model"].split(", "))
+    assert not {"hydra", "accelerate", "constitution"} & set(groups)
+    assert "launcher.config" in out

@@ -12,7 +12,10 @@ Fixtures:
 ``StopAt(stage, step)``: a plugin that kills a run after a step, for resume tests.
 
 Contract suites a component author subclasses (``class TestMine(FeedbackProviderContract):
-name = "mine"``): ``FeedbackProviderContract``, ``PreferenceModelContract``, ``OptimizerContract``.
+name = "mine"``), one per kind ``alignkit plugin new --kind`` writes: ``FeedbackProviderContract``,
+``PreferenceModelContract``, ``DataSourceContract``, ``GeneratorContract``, ``OptimizerContract``.
+Their class-scoped fixtures are classmethods (pytest 9 deprecates instance-method ones; pytest 10
+removes them): override one as ``@pytest.fixture(scope="class")`` over ``@classmethod``.
 """
 
 from __future__ import annotations
@@ -120,13 +123,18 @@ def stage_context(tmp_path: Path, registry) -> Callable[..., Any]:
     return _make
 
 
-@pytest.fixture(scope="session")
-def tiny_model():
+def load_tiny_model() -> Any:
+    """The ``tiny-random`` model and tokenizer (random weights, seed 0): a ``LoadedModel``."""
     from alignkit.core.types import ModelSpec
 
     spec = ModelSpec("tiny-random", options={"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
                                              "num_key_value_heads": 4, "intermediate_size": 256, "seed": 0})
     return Registry().load_model(spec, "policy")
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    return load_tiny_model()
 
 
 @pytest.fixture
@@ -216,11 +224,14 @@ class _ComponentContract:
     kind: str = ""
     group: str = ""
 
+    # Class-scoped fixtures are classmethods: pytest 9 deprecates instance-method ones
+    # (PytestRemovedIn10Warning) and pytest 10 removes them. Override one the same way.
     @pytest.fixture(scope="class")
-    def contract_registry(self) -> Registry:
-        if not self.name:
-            pytest.fail(f"{type(self).__name__} must set `name` to the component's registry name")
-        return registry_with(self.plugins)
+    @classmethod
+    def contract_registry(cls) -> Registry:
+        if not cls.name:
+            pytest.fail(f"{cls.__name__} must set `name` to the component's registry name")
+        return registry_with(cls.plugins)
 
     def test_is_registered_with_a_description(self, contract_registry):
         import dataclasses
@@ -232,13 +243,20 @@ class _ComponentContract:
         schema = entry.config_schema
         assert schema is None or dataclasses.is_dataclass(schema), "config_schema must be a dataclass"
 
-    def _build(self, registry: Registry, tmp_path_factory: Any) -> Any:
-        tmp = tmp_path_factory.mktemp(f"contract-{self.name}")
-        overrides = [o.replace("{tmp}", str(tmp)) for o in self.overrides]
-        ctx, node = _component_node(registry, self.group, self.name, overrides, tmp / "run")
-        if self.kind == "feedback_provider":
+    @classmethod
+    def _build(cls, registry: Registry, tmp_path_factory: Any) -> Any:
+        """The component as a stage (or the run, for a data source) builds it."""
+        from alignkit.core.pipeline import validate_config
+
+        tmp = tmp_path_factory.mktemp(f"contract-{cls.name}")
+        overrides = [o.replace("{tmp}", str(tmp)) for o in cls.overrides]
+        ctx, node = _component_node(registry, cls.group, cls.name, overrides, tmp / "run")
+        if cls.kind == "feedback_provider":
             return ctx.feedback(node)
-        return ctx.preference_model(node)
+        if cls.kind == "preference_model":
+            return ctx.preference_model(node)
+        entry = registry.get(cls.kind, cls.name)  # data sources and generators: factory(config)
+        return entry.factory(validate_config(cls.group, cls.name, entry.config_schema, node))
 
 
 class FeedbackProviderContract(_ComponentContract):
@@ -259,16 +277,19 @@ class FeedbackProviderContract(_ComponentContract):
     symmetry_tolerance: float = 1e-6
 
     @pytest.fixture(scope="class")
-    def provider(self, contract_registry, tmp_path_factory):
+    @classmethod
+    def provider(cls, contract_registry, tmp_path_factory):
         """The provider under test, built once per class as a stage builds it (override to build it yourself)."""
-        return self._build(contract_registry, tmp_path_factory)
+        return cls._build(contract_registry, tmp_path_factory)
 
-    def _judge(self, provider, pairs):
+    @staticmethod
+    def _judge(provider, pairs):
         return provider.judge([p for p, _, _ in pairs], [a for _, a, _ in pairs], [b for _, _, b in pairs])
 
     @pytest.fixture(scope="class")
-    def judgements(self, provider):
-        return self._judge(provider, self.pairs)
+    @classmethod
+    def judgements(cls, provider):
+        return cls._judge(provider, cls.pairs)
 
     def test_implements_the_protocol(self, provider):
         from alignkit.core.interfaces import FeedbackProvider
@@ -339,20 +360,24 @@ class PreferenceModelContract(_ComponentContract):
     group = "preference_model"
     pairs: Sequence[tuple[Any, str, str]] = CONTRACT_PAIRS
     batch_tolerance: float = 1e-3
+    batch_independent: bool = True  # False for a scorer that normalises over the batch on purpose
 
     @pytest.fixture(scope="class")
-    def preference_model(self, contract_registry, tmp_path_factory):
+    @classmethod
+    def preference_model(cls, contract_registry, tmp_path_factory):
         """The model under test, built once per class as a stage builds it (override to build it yourself)."""
-        return self._build(contract_registry, tmp_path_factory)
+        return cls._build(contract_registry, tmp_path_factory)
 
-    def _inputs(self) -> tuple[list[Any], list[str]]:
-        prompts = [p for p, _, _ in self.pairs] * 2
-        responses = [a for _, a, _ in self.pairs] + [b for _, _, b in self.pairs]
+    @classmethod
+    def _inputs(cls) -> tuple[list[Any], list[str]]:
+        prompts = [p for p, _, _ in cls.pairs] * 2
+        responses = [a for _, a, _ in cls.pairs] + [b for _, _, b in cls.pairs]
         return prompts, responses
 
     @pytest.fixture(scope="class")
-    def scores(self, preference_model):
-        return preference_model.score(*self._inputs())
+    @classmethod
+    def scores(cls, preference_model):
+        return preference_model.score(*cls._inputs())
 
     def test_implements_the_protocol(self, preference_model):
         from alignkit.core.interfaces import PreferenceModel
@@ -370,6 +395,8 @@ class PreferenceModelContract(_ComponentContract):
         assert not scores.requires_grad, "detach the scores: callers use them as rewards, not as a loss"
 
     def test_a_score_does_not_depend_on_the_batch(self, preference_model, scores):
+        if not self.batch_independent:
+            pytest.skip("the scorer declares it normalises over the batch (batch_independent = False)")
         import torch
 
         prompts, responses = self._inputs()
@@ -384,6 +411,158 @@ class PreferenceModelContract(_ComponentContract):
         prompts, responses = self._inputs()
         with pytest.raises(ValueError):
             preference_model.score(prompts[:2], responses[:1])
+
+
+DATA_KINDS = ("sft", "preferences", "prompts")
+SPLITS = ("train", "eval")
+ROLES = ("system", "user", "assistant")
+
+
+def _check_messages(messages: Any, where: str) -> None:
+    assert isinstance(messages, list) and messages, f"{where}: a non-empty list of messages, not {messages!r}"
+    for turn in messages:
+        assert isinstance(turn, dict) and turn.get("role") in ROLES and isinstance(turn.get("content"), str), \
+            f"{where}: each message is {{'role': system|user|assistant, 'content': str}}, not {turn!r}"
+
+
+class DataSourceContract(_ComponentContract):
+    """What every data source promises the stages that read it (see ``interfaces.DataSource``).
+
+    ``class TestMyData(DataSourceContract): name = "my_data"`` builds ``data=my_data`` as a run
+    does and reads every kind (``sft``, ``preferences``, ``prompts``) of both splits: each is
+    None or a ``datasets.Dataset`` with the columns TRL and the stages expect. Set ``provides``
+    to the kinds your source must give for ``train``.
+    """
+
+    kind = "data_source"
+    group = "data"
+    provides: Sequence[str] = ()  # kinds that must have train rows; () : at least one kind does
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def data_source(cls, contract_registry, tmp_path_factory):
+        """The source under test, built as a run builds it (override to build it yourself)."""
+        return cls._build(contract_registry, tmp_path_factory)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def tables(cls, data_source) -> dict[tuple[str, str], Any]:
+        return {(kind, split): getattr(data_source, kind)(split) for kind in DATA_KINDS for split in SPLITS}
+
+    def test_implements_the_protocol(self, data_source):
+        from alignkit.core.interfaces import DataSource
+
+        assert isinstance(data_source, DataSource), "a data source needs sft(split), preferences(split), prompts(split)"
+
+    def test_each_kind_is_none_or_a_dataset(self, tables):
+        import datasets
+
+        for (kind, split), table in tables.items():
+            assert table is None or isinstance(table, datasets.Dataset), \
+                f"{kind}('{split}') returned {type(table).__name__}: return a datasets.Dataset or None"
+
+    def test_gives_training_data(self, tables):
+        present = [kind for kind in DATA_KINDS if tables[kind, "train"] is not None and len(tables[kind, "train"])]
+        assert present, "no kind has train rows"
+        missing = [kind for kind in self.provides if kind not in present]
+        assert not missing, f"no train rows of {missing}"
+
+    def test_rows_have_the_expected_columns(self, tables):
+        for (kind, split), table in tables.items():
+            for i, row in enumerate(table or []):
+                where = f"{kind}('{split}') row {i}"
+                if kind == "sft":
+                    _check_messages(row.get("messages"), f"{where} 'messages'")
+                    assert any(t["role"] == "assistant" for t in row["messages"]), f"{where}: no assistant turn"
+                    continue
+                _check_messages(row.get("prompt"), f"{where} 'prompt'")
+                if kind == "preferences":
+                    for column in ("chosen", "rejected"):
+                        assert isinstance(row.get(column), str), f"{where}: '{column}' must be the assistant's text"
+                    strength = row.get("strength")
+                    assert strength is None or 0.0 <= strength <= 1.0, f"{where}: strength {strength} not in [0, 1]"
+
+    def test_reading_twice_gives_the_same_rows(self, data_source, tables):
+        for kind in DATA_KINDS:
+            again = getattr(data_source, kind)("train")
+            first = tables[kind, "train"]
+            assert (again is None) == (first is None), f"{kind}('train') is None only sometimes"
+            if first is not None:
+                assert again.to_list() == first.to_list(), f"{kind}('train') changed between two reads"
+
+
+class GeneratorContract(_ComponentContract):
+    """What every generation backend promises the stages that sample (see ``interfaces.Generator``).
+
+    ``class TestMyBackend(GeneratorContract): name = "my_backend"`` builds ``generation=my_backend``
+    and samples from the ``tiny-random`` model: one list of new token ids per prompt, in order, at
+    most ``max_new_tokens`` long, the same tokens for the same ``seed``, and (``greedy_matches_transformers``)
+    greedy decoding that agrees with transformers' ``generate`` once cut at the stop id.
+    """
+
+    kind = "generator"
+    group = "generation"
+    prompt_ids: Sequence[Sequence[int]] = ((5, 17, 42, 8), (3, 9), (11, 12, 13, 14, 15, 16))  # unequal lengths
+    max_new_tokens: int = 6
+    greedy_matches_transformers: bool = True
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def generator(cls, contract_registry, tmp_path_factory):
+        """The backend under test, built as a stage builds it (override to build it yourself)."""
+        return cls._build(contract_registry, tmp_path_factory)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def model(cls) -> Any:
+        return load_tiny_model()
+
+    def _generate(self, generator, model, prompts, **options):
+        tokenizer = model.tokenizer
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        settings = {"max_new_tokens": self.max_new_tokens, "temperature": 0.0, "top_p": 1.0,
+                    "stop_ids": [tokenizer.eos_token_id], "pad_id": pad, **options}
+        return generator.generate(model.model, [list(p) for p in prompts], **settings)
+
+    def test_implements_the_protocol(self, generator):
+        from alignkit.core.interfaces import Generator
+
+        assert isinstance(generator, Generator), "a generator needs a `name` and generate(model, prompt_ids, ...)"
+        assert isinstance(generator.name, str) and generator.name
+
+    def test_one_list_of_new_tokens_per_prompt(self, generator, model):
+        out = self._generate(generator, model, self.prompt_ids)
+        assert isinstance(out, list) and len(out) == len(self.prompt_ids), f"{len(out)} outputs for " \
+                                                                           f"{len(self.prompt_ids)} prompts"
+        vocab = model.model.config.vocab_size
+        for i, tokens in enumerate(out):
+            assert isinstance(tokens, list) and all(isinstance(t, int) and 0 <= t < vocab for t in tokens), (i, tokens)
+            assert 0 < len(tokens) <= self.max_new_tokens, f"prompt {i}: {len(tokens)} new tokens"
+
+    def test_an_empty_batch_gives_nothing(self, generator, model):
+        assert self._generate(generator, model, []) == []
+
+    def test_the_same_seed_gives_the_same_sample(self, generator, model):
+        first = self._generate(generator, model, self.prompt_ids, temperature=1.0, seed=7)
+        second = self._generate(generator, model, self.prompt_ids, temperature=1.0, seed=7)
+        assert first == second, "sampling with the same seed must give the same tokens"
+
+    def test_greedy_decoding_agrees_with_transformers(self, generator, model):
+        if not self.greedy_matches_transformers:
+            pytest.skip("the backend declares greedy_matches_transformers = False")
+        import torch
+
+        from alignkit.core.lm import cut_at_stop
+
+        eos = model.tokenizer.eos_token_id
+        out = self._generate(generator, model, self.prompt_ids)
+        for i, prompt in enumerate(self.prompt_ids):
+            with torch.no_grad():
+                reference = model.model.generate(torch.tensor([list(prompt)]), do_sample=False,
+                                                  max_new_tokens=self.max_new_tokens, eos_token_id=eos,
+                                                  pad_token_id=eos)[0, len(prompt):].tolist()
+            assert cut_at_stop(out[i], [eos])[0] == cut_at_stop(reference, [eos])[0], \
+                f"prompt {i}: greedy tokens differ from transformers' generate (padding or position bug?)"
 
 
 class OptimizerContract(_ComponentContract):
@@ -402,15 +581,16 @@ class OptimizerContract(_ComponentContract):
     changes_weights: bool = True  # ... that differs from the policy it started from
 
     @pytest.fixture(scope="class")
-    def contract_run(self, contract_registry, tmp_path_factory):
+    @classmethod
+    def contract_run(cls, contract_registry, tmp_path_factory):
         """(run directory, composed config, registry), run once for the class's checks."""
         from alignkit.core.pipeline import run_pipeline
 
         registry = contract_registry
-        folder = tmp_path_factory.mktemp(f"contract-{self.name}")
-        overrides = [*FAST_OVERRIDES, f"pipeline={self.pipeline}", f"optimizer={self.name}",
-                     *write_contract_data(folder / "data", self.data),
-                     *(o.replace("{tmp}", str(folder)) for o in self.overrides)]
+        folder = tmp_path_factory.mktemp(f"contract-{cls.name}")
+        overrides = [*FAST_OVERRIDES, f"pipeline={cls.pipeline}", f"optimizer={cls.name}",
+                     *write_contract_data(folder / "data", cls.data),
+                     *(o.replace("{tmp}", str(folder)) for o in cls.overrides)]
         cfg = compose(overrides, registry)
         rd = run_pipeline(cfg, folder / "run", registry)
         return rd, cfg, registry

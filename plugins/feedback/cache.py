@@ -4,6 +4,15 @@ A resumed run or a sweep that asks the same judge about the same pair reads the 
 instead of paying for it again. SQLite (stdlib) commits each judgement as it arrives, so a
 judge that fails half way (a server timing out) loses nothing already answered, and two
 runs can share one cache file.
+
+A feedback provider opts in with two lines (built-in and third-party alike)::
+
+    @dataclass
+    class MyJudgeConfig(JudgementCacheOptions):   # adds `cache` and `cache_dir` to its options
+        ...
+
+    def my_judge_factory(cfg, ctx):
+        return cached(MyJudge(cfg), cfg)           # the provider itself when cache=false
 """
 
 from __future__ import annotations
@@ -13,8 +22,9 @@ import json
 import logging
 import os
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from alignkit.core import Judgement, check_batch
 from alignkit.plugins.feedback.judgement import from_dict, to_dict
@@ -22,6 +32,17 @@ from alignkit.plugins.feedback.judgement import from_dict, to_dict
 log = logging.getLogger("alignkit")
 
 CACHE_FILE = "judgements.sqlite"
+CACHE_OPTIONS = ("cache", "cache_dir")
+
+
+@dataclass
+class JudgementCacheOptions:
+    """Base class of a feedback provider's config dataclass: the options ``cache`` (off unless a
+    subclass sets ``cache: bool = True``) and ``cache_dir`` (default ``$ALIGNKIT_CACHE/judgements``,
+    else ``~/.cache/alignkit/judgements``) that ``cached`` reads."""
+
+    cache: bool = False
+    cache_dir: Optional[str] = None
 
 
 def default_cache_dir() -> Path:
@@ -119,3 +140,36 @@ class CachedFeedback:
             if on_progress is not None:
                 on_progress(len(chunk))
         return [results[k] for k in keys]
+
+
+def cached(provider: Any, options: Any, *, identity: Mapping[str, Any] | None = None, chunk_size: int = 16) -> Any:
+    """``provider`` behind the on-disk judgement cache when ``options.cache`` is true, else ``provider``.
+
+    ``options`` is the provider's validated config (anything with ``cache`` and ``cache_dir``,
+    e.g. a ``JudgementCacheOptions`` subclass). ``identity`` is what decides its answers, hashed
+    into every key so a changed setting is never answered from an old one: by default
+    ``provider.identity()`` when the provider has that method, else its class and its options
+    (less ``cache`` and ``cache_dir``). Give an identity that names the model a judge runs
+    (weights, not a file path) when the options alone do not.
+    """
+    if not getattr(options, "cache", False):
+        return provider
+    if identity is None:
+        identity = provider.identity() if callable(getattr(provider, "identity", None)) else _default_identity(
+            provider, options)
+    return CachedFeedback(provider, identity, JudgementCache(getattr(options, "cache_dir", None)),
+                          chunk_size=chunk_size)
+
+
+def _default_identity(provider: Any, options: Any) -> dict[str, Any]:
+    import dataclasses
+
+    if dataclasses.is_dataclass(options) and not isinstance(options, type):
+        values = dataclasses.asdict(options)
+    else:
+        from omegaconf import DictConfig, OmegaConf
+
+        values = OmegaConf.to_container(options, resolve=True) if isinstance(options, DictConfig) else dict(options)
+    kind = type(provider)
+    return {"provider": f"{kind.__module__}.{kind.__qualname__}",
+            "options": {k: v for k, v in values.items() if k not in CACHE_OPTIONS}}

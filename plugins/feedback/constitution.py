@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from alignkit.core import ConfigError, check_batch
+from alignkit.plugins.feedback.cache import JudgementCacheOptions
 from alignkit.plugins.feedback.judgement import PairJudgement, combine_orders, verdict
 from alignkit.plugins.feedback.principles import Constitution, Principle
 
@@ -25,7 +26,7 @@ BACKENDS = ("local", "openai")
 
 
 @dataclass
-class ConstitutionFeedbackConfig:
+class ConstitutionFeedbackConfig(JudgementCacheOptions):
     """Options of ``feedback=constitution``."""
 
     constitution: str = "default"  # a name in conf/constitution/ or a .yaml / .jsonl path
@@ -53,8 +54,7 @@ class ConstitutionFeedbackConfig:
     backoff: float = 1.0
     concurrency: int = 4
     logprobs: bool = True
-    cache: bool = True
-    cache_dir: Optional[str] = None
+    cache: bool = True  # JudgementCacheOptions' option, on: a judge is slow
 
 
 _SYSTEM = "You are a careful, impartial judge of AI assistant replies."

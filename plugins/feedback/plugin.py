@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from alignkit.core import FeedbackProviderEntry, OptimizerEntry, hookimpl
+from alignkit.plugins.feedback.cache import cached
 
 
 def _options(cfg: Any, schema: type) -> Any:
@@ -17,20 +18,11 @@ def _options(cfg: Any, schema: type) -> Any:
     return schema(**data)
 
 
-def _cached(provider: Any, options: Any, chunk_size: int = 16) -> Any:
-    """Wrap ``provider`` in the on-disk judgement cache when its config asks for it."""
-    if not getattr(options, "cache", False):
-        return provider
-    from alignkit.plugins.feedback.cache import CachedFeedback, JudgementCache
-
-    return CachedFeedback(provider, provider.identity(), JudgementCache(options.cache_dir), chunk_size=chunk_size)
-
-
 def rule_factory(cfg: Any, ctx: Any) -> Any:
     from alignkit.plugins.feedback.rule import RuleFeedback, RuleFeedbackConfig
 
     options = _options(cfg, RuleFeedbackConfig)
-    return _cached(RuleFeedback(options), options)
+    return cached(RuleFeedback(options), options)
 
 
 def reward_model_factory(cfg: Any, ctx: Any) -> Any:
@@ -39,7 +31,7 @@ def reward_model_factory(cfg: Any, ctx: Any) -> Any:
     options = _options(cfg, RewardModelFeedbackConfig)
     node = ctx.run.cfg.get("preference_model")
     name = str(node.get("name")) if node is not None and node.get("name") is not None else ""
-    return _cached(RewardModelFeedback(options, ctx.preference_model(), name=name), options)
+    return cached(RewardModelFeedback(options, ctx.preference_model(), name=name), options)
 
 
 def dataset_factory(cfg: Any, ctx: Any) -> Any:
@@ -57,7 +49,7 @@ def constitution_factory(cfg: Any, ctx: Any) -> Any:
     backend = _judge_backend(options, ctx, "feedback")
     # a failing server loses at most one chunk of answers: the cache stores each chunk as it completes
     chunk = options.concurrency if options.backend == "openai" else options.batch_size
-    return _cached(ConstitutionFeedback(options, constitution, backend), options, chunk_size=chunk)
+    return cached(ConstitutionFeedback(options, constitution, backend), options, chunk_size=chunk)
 
 
 def _judge_backend(options: Any, ctx: Any, group: str) -> Any:
@@ -87,7 +79,8 @@ def _judge_backend(options: Any, ctx: Any, group: str) -> Any:
                       fingerprint=model_fingerprint(spec.name_or_path, spec.options),
                       batch_size=options.batch_size, max_length=options.max_length,
                       answer_prefix=options.answer_prefix,
-                      generator=ctx.generator() if hasattr(ctx, "generator") else None)
+                      generator=ctx.generator() if hasattr(ctx, "generator") else None,
+                      progress=ctx.trainer_settings().progress if hasattr(ctx, "trainer_settings") else None)
 
 
 def judge_reward_factory(cfg: Any, ctx: Any) -> Any:
@@ -110,7 +103,8 @@ def judge_reward_factory(cfg: Any, ctx: Any) -> Any:
     backend = _judge_backend(options, ctx, "preference_model")
     chunk = options.concurrency if options.backend == "openai" else options.batch_size
     if options.mode == "single":
-        return JudgeReward(_cached(SingleResponseJudge(options, constitution, backend), options, chunk), options)
+        judge = SingleResponseJudge(options, constitution, backend)
+        return JudgeReward(cached(judge, options, chunk_size=chunk), options)
 
     def load() -> Any:  # the policy the stage starts from; the local judge's own copy when it is that model
         if getattr(backend, "model", None) is not None and not options.model:
@@ -120,8 +114,8 @@ def judge_reward_factory(cfg: Any, ctx: Any) -> Any:
 
     references = ReferenceAnswers(load, options.reference_max_new_tokens, options.batch_size,
                                   ctx.trainer_settings().max_length)
-    return JudgeReward(_cached(ConstitutionFeedback(options, constitution, backend), options, chunk), options,
-                       references)
+    judge = ConstitutionFeedback(options, constitution, backend)
+    return JudgeReward(cached(judge, options, chunk_size=chunk), options, references)
 
 
 @hookimpl

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from alignkit.core import check_batch
+from alignkit.plugins.feedback.cache import JudgementCacheOptions
 from alignkit.plugins.feedback.judgement import PairJudgement, verdict
 
 
 @dataclass
-class RewardModelFeedbackConfig:
+class RewardModelFeedbackConfig(JudgementCacheOptions):
     """Options of ``feedback=reward_model``."""
 
     tie_margin: float = 0.0  # |P(A better) - 0.5| <= tie_margin is a tie
     batch_size: int = 16
-    cache: bool = False
-    cache_dir: Optional[str] = None
 
 
 class RewardModelFeedback:

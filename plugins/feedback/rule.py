@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from alignkit.core import check_batch
 from alignkit.core.callables import call_scorer, load_callable
+from alignkit.plugins.feedback.cache import JudgementCacheOptions
 from alignkit.plugins.feedback.judgement import PairJudgement
 
 
 @dataclass
-class RuleFeedbackConfig:
-    """Options of ``feedback=rule``."""
+class RuleFeedbackConfig(JudgementCacheOptions):
+    """Options of ``feedback=rule`` (``cache`` off: rules are cheap; cache when yours is not)."""
 
     fn: str = "alignkit.plugins.rules.demo:arithmetic_graded"
     tolerance: float = 0.0  # |score_a - score_b| <= tolerance is a tie
     temperature: float = 0.0  # > 0: soft label sigmoid((score_a - score_b) / temperature); 0: 1 or 0
-    cache: bool = False  # rules are cheap; cache when yours is not
-    cache_dir: Optional[str] = None
 
 
 class RuleFeedback:

@@ -15,7 +15,13 @@ import pytest
 
 from alignkit.core import ConfigError
 from alignkit.core.registry import Registry
-from alignkit.core.testing import FeedbackProviderContract, OptimizerContract, PreferenceModelContract
+from alignkit.core.testing import (
+    DataSourceContract,
+    FeedbackProviderContract,
+    GeneratorContract,
+    OptimizerContract,
+    PreferenceModelContract,
+)
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "alignkit-kto"
 
@@ -26,6 +32,8 @@ SETTINGS = {
     ("feedback_provider", "constitution"): {"symmetric": False, "deterministic": False},
     ("feedback_provider", "human"): {"overrides": ("feedback.db=sqlite:///{tmp}/labels.db",)},
     ("feedback_provider", "rule"): {},
+    # standardises each objective over the batch it is given (docs/plugins/hooks.md)
+    ("preference_model", "composite"): {"batch_independent": False},
 }
 """What a component declares about itself, and contract violations its owner has yet to fix
 (strict xfail: the fix turns the test red until the entry is removed here)."""
@@ -35,11 +43,12 @@ def _buildable(contract):
     """Wrap the component fixture: a ConfigError while building means 'needs more config': skip."""
 
     class Buildable(contract):
-        def _build(self, registry, tmp_path_factory):
+        @classmethod
+        def _build(cls, registry, tmp_path_factory):
             try:
                 return super()._build(registry, tmp_path_factory)
             except ConfigError as exc:
-                pytest.skip(f"{self.kind} '{self.name}' needs more than its shipped config: {exc}")
+                pytest.skip(f"{cls.kind} '{cls.name}' needs more than its shipped config: {exc}")
 
     return Buildable
 
@@ -65,11 +74,6 @@ _generate("feedback_provider", FeedbackProviderContract)
 _generate("preference_model", PreferenceModelContract)
 
 
-class TestDPOIsAnOptimizer(OptimizerContract):
-    name = "dpo"
-    overrides = ("optimizer.kl_prompts=0",)  # no prompts in the contract's data
-
-
 def _example_plugin():
     if str(EXAMPLE) not in sys.path:
         sys.path.append(str(EXAMPLE))  # appended: it never shadows an installed package
@@ -78,12 +82,28 @@ def _example_plugin():
     return alignkit_kto.plugin
 
 
+class TestDemoIsADataSource(DataSourceContract):
+    name = "demo"
+    provides = ("sft", "preferences", "prompts")
+
+
+class TestTransformersIsAGenerator(GeneratorContract):
+    name = "transformers"
+
+
+class TestTransformersInSmallBatchesIsAGenerator(GeneratorContract):
+    name = "transformers"
+    overrides = ("generation.batch_size=2",)  # three prompts: a batch of two, then one
+
+
+class TestDPOIsAnOptimizer(OptimizerContract):
+    name = "dpo"
+    overrides = ("optimizer.kl_prompts=0",)  # no prompts in the contract's data
+
+
 class TestTheExamplesKeywordProvider(FeedbackProviderContract):
     name = "keyword"
-
-    @property
-    def plugins(self):
-        return (_example_plugin(),)
+    plugins = (_example_plugin(),)
 
 
 @pytest.fixture

@@ -265,6 +265,19 @@ def stage_plan(cfg: DictConfig) -> list[DictConfig]:
     return plan
 
 
+def skipped_stages(cfg: DictConfig, plan: list[DictConfig]) -> set[str]:
+    """The stages ``pipeline.skip`` leaves out: each entry names a stage or an optimizer
+    (``pipeline.skip=[evaluate]`` leaves out every round's evaluate stage too)."""
+    wanted = [str(item) for item in (cfg.pipeline.get("skip") or [])]
+    known = {str(s.name) for s in plan} | {str(s.optimizer) for s in plan}
+    unknown = [item for item in wanted if item not in known]
+    if unknown:
+        raise ConfigError(f"pipeline.skip names {', '.join(repr(u) for u in unknown)}, which pipeline "
+                          f"'{cfg.pipeline.get('name')}' does not run; its stages: "
+                          f"{', '.join(str(s.name) for s in plan)}")
+    return {str(s.name) for s in plan if str(s.name) in wanted or str(s.optimizer) in wanted}
+
+
 def expand_rounds(stages: list[DictConfig], rounds: Any = None) -> list[DictConfig]:
     """Repeat the consecutive stages marked ``repeat: true`` ``rounds`` times (default 1).
 
@@ -404,6 +417,7 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, registry: Registry | None
     from alignkit.core.preflight import preflight
 
     preflight(cfg, registry)
+    skip = skipped_stages(cfg, plan)
     rd = RunDir(run_dir, pipeline=str(cfg.pipeline.name))
     rd.summary["status"] = "running"
     rd.summary.pop("message", None)
@@ -425,6 +439,10 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, registry: Registry | None
             if done[index]:
                 result = rd.stage_result(name)
                 log.info("stage %s already done; skipping", name)
+            elif name in skip:
+                rd.set_stage(name, "skipped")
+                log.info("stage %s skipped: pipeline.skip", name)
+                continue
             else:
                 requires = stage.get("requires")
                 if requires and not _has_data(run, previous, str(requires)):

@@ -143,3 +143,29 @@ def test_command_line_trainer_keys_beat_a_pipeline_stages_own(run_alignkit):
     records = [json.loads(line) for line in (rd.path / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in records if r.get("stage") == "dpo" and "loss" in r]
     assert steps == [1, 2]
+
+
+def test_pipeline_skip_leaves_a_stage_out_and_says_so(tmp_path):
+    rec = Recorder()
+    cfg = two_stage_config()
+    cfg.pipeline.skip = ["second"]
+    run_pipeline(cfg, tmp_path, registry_with(rec))
+    assert rec.runs == {"first": 1}
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["stages"]["second"]["status"] == "skipped"
+    assert not (tmp_path / "02-second").exists()
+
+
+def test_pipeline_skip_by_optimizer_name_and_unknown_names(tmp_path):
+    rec = Recorder()
+    cfg = two_stage_config()
+    cfg.pipeline.skip = ["counting"]  # an optimizer name: every stage it runs
+    run_pipeline(cfg, tmp_path / "a", registry_with(rec))
+    assert rec.runs == {}
+    cfg.pipeline.skip = ["evaluat"]
+    with pytest.raises(ConfigError, match=r"pipeline.skip names 'evaluat'.*its stages: first, second"):
+        run_pipeline(cfg, tmp_path / "b", registry_with(Recorder()))
+
+
+def test_pipeline_skip_is_a_documented_option():
+    assert list(compose(["pipeline=dpo", "pipeline.skip=[evaluate]"]).pipeline.skip) == ["evaluate"]

@@ -295,15 +295,26 @@ def cut_at_stop(tokens: Sequence[int], stop_ids: Any, *, keep_stop: bool = True)
 @torch.no_grad()
 def sample_responses(model: Any, tokenizer: Any, prompts: Sequence[Sequence[dict]], *, max_new_tokens: int = 48,
                      temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 16, seed: int = 0,
-                     max_prompt_tokens: int = 192, generator: Any = None) -> list[tuple[Encoded, str]]:
+                     max_prompt_tokens: int = 192, generator: Any = None, progress: Any = None,
+                     show_progress: bool | None = True) -> list[tuple[Encoded, str]]:
     """Sample one response per chat prompt (batches of ``batch_size``; stops at EOS) with
     ``generator`` (the configured ``generation`` backend; transformers ``generate`` when None).
+
+    ``progress``: a ``SamplingProgress`` (core/progress.py) advanced after every batch, or a
+    description, for a bar of this call's own (shown when ``show_progress``; its totals logged).
 
     Returns, per prompt, the prompt+response tokens with the response scored, and the text.
     Sampling is from the model's own distribution (``top_k=0``): transformers' default keeps only
     the 50 likeliest tokens, which biases every KL estimate and pair sampled from it. Batch b is
     seeded with ``seed`` + b, and the global random state is restored afterwards.
     """
+    if isinstance(progress, str):
+        from alignkit.core.progress import SamplingProgress
+
+        with SamplingProgress(progress, len(prompts), show_progress) as bar:
+            return sample_responses(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                    temperature=temperature, top_p=top_p, batch_size=batch_size, seed=seed,
+                                    max_prompt_tokens=max_prompt_tokens, generator=generator, progress=bar)
     generator = generator or DEFAULT_GENERATOR
     base = _unwrap(model)
     was_training = base.training
@@ -328,6 +339,8 @@ def sample_responses(model: Any, tokenizer: Any, prompts: Sequence[Sequence[dict
                 ids = list(prompt_ids) + response
                 scored = [False] * len(prompt_ids) + [True] * len(response)
                 out.append((Encoded(ids, scored), tokenizer.decode(response, skip_special_tokens=True)))
+            if progress is not None:
+                progress.update(len(batch), sum(e.num_scored for e, _ in out[-len(batch):]))
     finally:
         torch.random.set_rng_state(generator_state)
         base.train(was_training)

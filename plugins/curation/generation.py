@@ -26,6 +26,7 @@ import re
 from collections import Counter
 from typing import Any, Callable, Sequence
 
+from alignkit.core.progress import SamplingProgress
 from alignkit.plugins.curation.filters import FilterConfig, instance_problem, instruction_problem
 from alignkit.plugins.curation.rouge import RougeIndex
 from alignkit.plugins.curation.seeds import SeedTask
@@ -125,7 +126,7 @@ class SelfInstructGenerator:
                  num_prompt_instructions: int = 8, machine_in_prompt: int = 2, temperature: float = 0.7,
                  top_p: float = 0.5, max_new_tokens: int = 128, instance_temperature: float = 0.0,
                  instance_max_new_tokens: int = 256, classification_shots: int = 6, instance_shots: int = 2,
-                 filters: FilterConfig | None = None, seed: int = 0) -> None:
+                 filters: FilterConfig | None = None, seed: int = 0, progress: bool | None = None) -> None:
         self.seeds = list(seeds)
         self.store = store
         self._teacher_factory = teacher
@@ -142,6 +143,7 @@ class SelfInstructGenerator:
         self.instance_shots = int(instance_shots)
         self.filters = filters or FilterConfig()
         self.seed = int(seed)
+        self.progress = progress  # the bar over tasks (None: on a terminal only)
 
     @property
     def teacher(self) -> Teacher:
@@ -162,18 +164,24 @@ class SelfInstructGenerator:
             log.info("self_instruct: resuming at batch %d with %d generated tasks (%s)", len(batches),
                      len(records), self.store.folder)
         k = len(batches)
-        while len(records) < self.num_instructions and k < self.max_batches:
-            batch = self._batch(k, index, [r["instruction"] for r in records])
-            self.store.write_batch(k, batch)
-            batches.append(batch)
-            records.extend(batch["records"])
-            for r in batch["records"]:
-                index.add(r["instruction"])
-            log.info("self_instruct: batch %d: %d of %d candidates kept; %d / %d tasks", k, len(batch["records"]),
-                     batch["candidates"], len(records), self.num_instructions)
-            if on_batch is not None:
-                on_batch(k, batch)
-            k += 1
+        done = min(len(records), self.num_instructions)
+        with SamplingProgress("self_instruct", self.num_instructions, self.progress, unit="task",
+                              initial=done) as bar:
+            while len(records) < self.num_instructions and k < self.max_batches:
+                batch = self._batch(k, index, [r["instruction"] for r in records])
+                self.store.write_batch(k, batch)
+                batches.append(batch)
+                records.extend(batch["records"])
+                for r in batch["records"]:
+                    index.add(r["instruction"])
+                log.info("self_instruct: batch %d: %d of %d candidates kept; %d / %d tasks", k,
+                         len(batch["records"]), batch["candidates"], len(records), self.num_instructions)
+                tokens = getattr(self._teacher, "new_tokens", 0)  # a local teacher counts them; a server's: 0
+                bar.update(min(len(records), self.num_instructions) - done, tokens - bar.tokens)
+                done = min(len(records), self.num_instructions)
+                if on_batch is not None:
+                    on_batch(k, batch)
+                k += 1
         if len(records) < self.num_instructions:
             log.warning("self_instruct: stopped after max_batches=%d with %d of %d tasks; the filters rejected "
                         "the rest (see the rejection counts in %s)", self.max_batches, len(records),

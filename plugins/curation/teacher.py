@@ -100,6 +100,7 @@ class LocalTeacher:
         self.source = getattr(loaded, "source", "")
         self.batch_size = max(1, int(batch_size))
         self.max_prompt_tokens = int(max_prompt_tokens)
+        self.new_tokens = 0  # generated so far (the progress bar's tokens/s)
 
     def identity(self) -> dict[str, Any]:
         return {"backend": "local", "model": self.name, "fingerprint": self.fingerprint}
@@ -112,6 +113,7 @@ class LocalTeacher:
         samples = sample_responses(self.model, self.tokenizer, conversations, max_new_tokens=max_new_tokens,
                                    temperature=temperature, top_p=top_p, batch_size=self.batch_size, seed=seed,
                                    max_prompt_tokens=self.max_prompt_tokens)
+        self.new_tokens += sum(encoded.num_scored for encoded, _ in samples)
         return [text.strip() for _, text in samples]
 
     def yes_probability(self, prompts: Sequence[str]) -> list[float]:

@@ -213,8 +213,8 @@ class Evaluator:
         safety_rows = self._safety_rows()
         probe_rows = sycophancy_probes(o.sycophancy_file)[: max(0, o.sycophancy_prompts)]
         everything = prompts + [r["prompt"] for r in safety_rows] + [r["prompt"] for r in probe_rows]
-        pol_all = self._sample(policy, everything, seed)
-        ref_all = self._sample(reference, everything, seed)
+        pol_all = self._sample(policy, everything, seed, "evaluate: policy", settings.progress)
+        ref_all = self._sample(reference, everything, seed, "evaluate: reference", settings.progress)
         n, k = len(prompts), len(safety_rows)
         pol, ref = pol_all[:n], ref_all[:n]
         results: dict[str, Any] = {"policy": ctx.policy.name_or_path, "reference": ref_spec.name_or_path,
@@ -353,17 +353,20 @@ class Evaluator:
     def _scores(self, ctx: StageContext, prompts: list, pol_text: list[str],
                 ref_text: list[str]) -> dict[str, tuple[list[float], list[float]]]:
         scorers: list[tuple[str, Callable]] = []
+        out = {}
         node = ctx.run.cfg.get("preference_model")
         if self.options.preference_model and _configured(node):
-            model = ctx.preference_model()
-
-            def pm(p: Sequence[Any], r: Sequence[str]) -> list[float]:
-                return [float(x) for x in model.score(list(p), list(r))]
-
-            scorers.append((str(node.name), pm))
+            model, name, n = ctx.preference_model(), str(node.name), len(prompts)
+            # policy and reference answers in one call: a scorer that normalises over its batches or
+            # keeps state between calls (composite) treats both alike
+            both = [float(x) for x in model.score(list(prompts) * 2, list(pol_text) + list(ref_text))]
+            out[name] = (both[:n], both[n:])
+            explain = getattr(model, "last_scores", None)  # a composite's members: each a scorer of its own
+            for part, values in (explain() if callable(explain) else {}).items():
+                if part != "combined":  # the score itself
+                    out[f"{name}/{part}"] = ([float(v) for v in values[:n]], [float(v) for v in values[n:]])
         for spec in self.options.scorers:
             scorers.append(rule_scorer(str(spec)))
-        out = {}
         for name, fn in scorers:
             if name in out:
                 raise ConfigError(f"evaluate: two scorers are named '{name}'")
@@ -411,7 +414,8 @@ class Evaluator:
         out["win/pending"] = pending
         return out
 
-    def _sample(self, loaded: Any, prompts: list, seed: int) -> list[tuple[Any, str]]:
+    def _sample(self, loaded: Any, prompts: list, seed: int, desc: str = "evaluate",
+                show_progress: bool = True) -> list[tuple[Any, str]]:
         from alignkit.core.lm import sample_responses
 
         o = self.options
@@ -420,7 +424,8 @@ class Evaluator:
         config.top_k = 0  # transformers otherwise samples from the top 50 tokens: a biased KL estimate
         try:
             return sample_responses(loaded.model, loaded.tokenizer, prompts, max_new_tokens=o.max_new_tokens,
-                                    temperature=o.temperature, top_p=o.top_p, batch_size=o.batch_size, seed=seed)
+                                    temperature=o.temperature, top_p=o.top_p, batch_size=o.batch_size, seed=seed,
+                                    progress=desc, show_progress=show_progress)
         finally:
             config.top_k = top_k
 

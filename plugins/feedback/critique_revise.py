@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from alignkit.core import ConfigError, StageResult
 from alignkit.core.lm import sample_responses
+from alignkit.core.progress import SamplingProgress
 from alignkit.core.records_io import write_jsonl
 
 log = logging.getLogger("alignkit")
@@ -74,14 +75,16 @@ class CritiqueReviseOptimizer:
                               f"feedback '{ctx.run.cfg.feedback.name}' cannot; use feedback=constitution")
         settings = ctx.trainer_settings()
         policy = ctx.load_model("policy")
-        from tqdm.auto import tqdm
-
         splits = {split: self._prompts(ctx, split) for split in ("train", "eval")}
         kept: list[dict] = []
         sft: dict[str, list[dict]] = {"train": [], "eval": []}
         empty = 0
         total = sum(len(p) for p in splits.values()) * (1 + 2 * o.rounds)
-        with tqdm(total=total, desc="critique_revise", unit="gen", disable=not settings.progress) as bar:
+        # the critiques and revisions come from the provider, which does not report its tokens: they are
+        # counted by tokenising its texts with the policy's tokenizer
+        count = lambda texts: sum(len(policy.tokenizer(t, add_special_tokens=False)["input_ids"])  # noqa: E731
+                                  for t in texts)
+        with SamplingProgress("critique_revise", total, settings.progress, unit="gen") as bar:
             for split, prompts in splits.items():
                 if not prompts:
                     continue
@@ -89,18 +92,17 @@ class CritiqueReviseOptimizer:
                 samples = sample_responses(policy.model, policy.tokenizer, prompts, max_new_tokens=o.max_new_tokens,
                                            temperature=o.temperature, batch_size=o.batch_size,
                                            seed=o.seed + offset, max_prompt_tokens=settings.max_length,
-                                           generator=ctx.generator())
+                                           generator=ctx.generator(), progress=bar)
                 current = [text.strip() for _, text in samples]
-                bar.update(len(prompts))
                 history: list[list[dict]] = [[] for _ in prompts]
                 initial = list(current)
                 for r in range(o.rounds):
                     principles = [constitution.sample(o.seed, p, r) for p in prompts]
                     critiques = provider.critique(prompts, current, principles, seed=o.seed + offset + 2 * r)
-                    bar.update(len(prompts))
+                    bar.update(len(prompts), count(critiques))
                     revisions = provider.revise(prompts, current, critiques, principles,
                                                 seed=o.seed + offset + 2 * r + 1)
-                    bar.update(len(prompts))
+                    bar.update(len(prompts), count(revisions))
                     for i, (pr, c, rev) in enumerate(zip(principles, critiques, revisions)):
                         history[i].append({"principle": pr.id, "critique_request": pr.critique, "critique": c,
                                            "revision_request": pr.revision, "revision": rev})

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from alignkit.core import StageResult
 from alignkit.core.errors import WaitingForFeedback
 from alignkit.core.lm import sample_responses
+from alignkit.core.progress import SamplingProgress
 from alignkit.core.records_io import read_jsonl, write_jsonl
 from alignkit.plugins.feedback.calibration import CalibrationConfig, check
 from alignkit.plugins.feedback.judgement import FeedbackError, to_dict
@@ -183,11 +184,12 @@ class LabelOptimizer:
         model, tokenizer = self._policy.model, self._policy.tokenizer
         settings = ctx.trainer_settings()
         offset = 0 if split == "train" else 1000
-        samples = [[text.strip() for _, text in sample_responses(
-            model, tokenizer, prompts, max_new_tokens=o.max_new_tokens, temperature=o.temperature, top_p=o.top_p,
-            batch_size=o.batch_size, seed=o.seed + offset + k, max_prompt_tokens=settings.max_length,
-            generator=ctx.generator())]
-            for k in range(o.samples)]
+        with SamplingProgress(f"label: sampling {split}", o.samples * len(prompts), settings.progress) as bar:
+            samples = [[text.strip() for _, text in sample_responses(
+                model, tokenizer, prompts, max_new_tokens=o.max_new_tokens, temperature=o.temperature, top_p=o.top_p,
+                batch_size=o.batch_size, seed=o.seed + offset + k, max_prompt_tokens=settings.max_length,
+                generator=ctx.generator(), progress=bar)]
+                for k in range(o.samples)]
         pairs = [{"prompt": p, "response_a": samples[k][i], "response_b": samples[k + 1][i]}
                  for i, p in enumerate(prompts) for k in range(0, o.samples - 1, 2)
                  if samples[k][i] and samples[k + 1][i]]

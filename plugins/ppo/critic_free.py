@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 
 from alignkit.core.engine import TrainerConfig
 from alignkit.core.errors import ConfigError
+from alignkit.core.interfaces import score_metrics
 from alignkit.core.lm import pack
 from alignkit.core.pipeline import StageContext
 from alignkit.core.types import StageResult
@@ -242,6 +243,7 @@ class RLOOOptimizer(PPOOptimizer):
             "time/step_seconds": elapsed,
             "time/generated_tokens_per_second": tokens / max(generate_seconds, 1e-9),
             **stats,
+            **score_metrics(scorer),  # a composite's members, combined score, lambda (this process's batch)
         }
         if ref_logps is not None:
             metrics["rollout/kl"] = float(kl_all.mean())

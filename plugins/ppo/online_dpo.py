@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from alignkit.core.engine import TrainerConfig
 from alignkit.core.errors import ConfigError
+from alignkit.core.interfaces import score_metrics
 from alignkit.plugins.dpo.losses import LOSS_TYPES, dpo_loss, implicit_reward_accuracy
 from alignkit.plugins.ppo import losses as L
 from alignkit.plugins.ppo import sharding as S
@@ -175,6 +176,7 @@ class OnlineDPOOptimizer(RLOOOptimizer):
             "time/step_seconds": elapsed,
             "time/generated_tokens_per_second": int(lengths.sum()) / max(generate_seconds, 1e-9),
             **stats,
+            **score_metrics(scorer),  # a composite's members, combined score, lambda (this process's batch)
         }
         if self._mode != "none" and total:  # KL(policy || reference) per trained response (k1, summed over tokens)
             metrics["rollout/kl"] = S.global_sum(float(kl_rows.view(-1, 2)[real].sum())) / (2 * total)

@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from alignkit.core import checkpoints
 from alignkit.core.engine import TrainerConfig, save_model
 from alignkit.core.errors import ConfigError, DataError, TrainingDiverged
+from alignkit.core.interfaces import score_metrics
 from alignkit.core.lm import pack
 from alignkit.core.pipeline import StageContext
 from alignkit.core.records_io import read_jsonl, write_jsonl
@@ -210,7 +211,7 @@ class PPOOptimizer:
                 metrics["lr"] = scheduler.get_last_lr()[0]
                 if progress is not None:
                     progress.update(1)
-                    progress.set_postfix(reward=f"{metrics['reward/mean']:.3f}", kl=f"{metrics.get('rollout/kl', 0.0):.3f}")
+                    progress.set_postfix(reward=f"{metrics['reward/mean']:.3f}", kl=f"{metrics.get('rollout/kl', 0.0):.3f}", rollout_tok_s=f"{metrics['time/generated_tokens_per_second']:.0f}")
                 if acc.is_main_process and (step % max(1, settings.log_every) == 0 or step == total):
                     ctx.log(step, metrics)
                 final = metrics
@@ -298,6 +299,7 @@ class PPOOptimizer:
             "time/step_seconds": elapsed,
             "time/generated_tokens_per_second": tokens / max(generate_seconds, 1e-9),
             **stats,
+            **score_metrics(scorer),  # a composite's members, combined score, lambda (this process's batch)
         }
         return metrics, rollout, S.mine(raw, n), local_kl
 
@@ -514,7 +516,8 @@ class PPOOptimizer:
                            batch_size=o.generation_batch_size, generator=self.generator)
         scores = torch.as_tensor(scorer.score(rollout.prompts, rollout.responses), dtype=torch.float32)
         return {"reward_mean": float(scores.mean()), "length_mean": float(rollout.response_lengths.float().mean()),
-                "truncated_fraction": float(rollout.truncated.float().mean()), "prompts": len(pool)}
+                "truncated_fraction": float(rollout.truncated.float().mean()), "prompts": len(pool),
+                **score_metrics(scorer)}
 
     def _sample_rows(self, step: int, rollout: Rollout, scores: torch.Tensor, kl_seq: torch.Tensor) -> list[dict]:
         rows = []

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import torch
 
 from alignkit.core.lm import DEFAULT_GENERATOR, Encoded, cut_at_stop, render
+from alignkit.core.progress import SamplingProgress
 
 log = logging.getLogger("alignkit")
 
@@ -97,19 +98,23 @@ def generate(model: Any, tokenizer: Any, pool: PromptPool, indices: Sequence[int
     truncated: list[bool] = []
     rng_state = torch.random.get_rng_state()
     cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    # no bar of its own (one per PPO step would crowd out the stage's bar, whose postfix shows the
+    # rollout tokens/s): each rollout's totals are logged at DEBUG
     try:
-        for number, start in enumerate(range(0, len(indices), chunk), start=first_chunk):
-            batch = [pool.token_ids[i] for i in indices[start:start + chunk]]
-            generated = generator.generate(model, batch, max_new_tokens=max_new_tokens, temperature=temperature,
-                                           top_p=top_p, stop_ids=sorted(stops), pad_id=pad_id,
-                                           min_new_tokens=min_new_tokens, seed=seed + 1_000_003 * number)
-            for ids, tokens in zip(batch, generated):
-                response, stopped = cut_at_stop(tokens, stops, keep_stop=True)
-                response = response or list(tokens[:1])
-                sequences.append(Encoded(ids + response, [False] * len(ids) + [True] * len(response)))
-                responses.append(tokenizer.decode(response, skip_special_tokens=True))
-                lengths.append(len(response))
-                truncated.append(not stopped)
+        with SamplingProgress("rollout", len(indices), False, level=logging.DEBUG) as progress:
+            for number, start in enumerate(range(0, len(indices), chunk), start=first_chunk):
+                batch = [pool.token_ids[i] for i in indices[start:start + chunk]]
+                generated = generator.generate(model, batch, max_new_tokens=max_new_tokens, temperature=temperature,
+                                               top_p=top_p, stop_ids=sorted(stops), pad_id=pad_id,
+                                               min_new_tokens=min_new_tokens, seed=seed + 1_000_003 * number)
+                for ids, tokens in zip(batch, generated):
+                    response, stopped = cut_at_stop(tokens, stops, keep_stop=True)
+                    response = response or list(tokens[:1])
+                    sequences.append(Encoded(ids + response, [False] * len(ids) + [True] * len(response)))
+                    responses.append(tokenizer.decode(response, skip_special_tokens=True))
+                    lengths.append(len(response))
+                    truncated.append(not stopped)
+                progress.update(len(batch), sum(lengths[-len(batch):]))
     finally:
         torch.random.set_rng_state(rng_state)
         if cuda_state is not None:

@@ -74,8 +74,11 @@ class BestOfNOptimizer:
         return ctx.sample_prompts(split, limit=limit, prompt_filter=o.prompt_filter, seed=o.seed,
                                   option="best_of_n.prompt_filter")
 
-    def _score(self, scorer: Any, prompts: list[Any], responses: list[str]) -> list[float]:
+    def _score(self, scorer: Any, prompts: list[Any],
+               responses: list[str]) -> tuple[list[float], dict[str, list[float]]]:
+        """One score per response, and the parts of each (a composite's members; {} for other scorers)."""
         out: list[float] = []
+        parts: dict[str, list[float]] = {}
         size = max(1, self.options.score_batch_size)
         for start in range(0, len(responses), size):
             values = scorer.score(prompts[start:start + size], responses[start:start + size])
@@ -84,7 +87,10 @@ class BestOfNOptimizer:
                 raise ConfigError(f"best_of_n: the preference model returned {values.tolist()[:8]} for "
                                   f"{len(responses[start:start + size])} responses (one finite score each expected)")
             out.extend(float(v) for v in values)
-        return out
+            explain = getattr(scorer, "last_scores", None)
+            for key, part in (explain() if callable(explain) else {}).items():
+                parts.setdefault(key, []).extend(float(v) for v in part)
+        return out, parts
 
     def run(self, ctx: Any) -> StageResult:
         o = self.options
@@ -94,6 +100,7 @@ class BestOfNOptimizer:
         rows: dict[str, list[dict]] = {split: [] for split in SPLITS}
         samples: list[dict] = []
         stats = {"prompts": 0, "below_threshold": 0, "all_empty": 0, "sum_best": 0.0, "sum_mean": 0.0}
+        part_sums: dict[str, float] = {}  # a composite's members and combined score, over the train samples
         for split in SPLITS:
             prompts = self._prompts(ctx, split)
             if not prompts:
@@ -105,15 +112,19 @@ class BestOfNOptimizer:
             texts = [text.strip() for _, text in sample_responses(
                 policy.model, policy.tokenizer, repeated, max_new_tokens=o.max_new_tokens, temperature=o.temperature,
                 top_p=o.top_p, batch_size=o.batch_size, seed=o.seed + offset, max_prompt_tokens=settings.max_length,
-                generator=ctx.generator())]
-            scores = self._score(scorer, repeated, texts)
+                generator=ctx.generator(), progress=f"best_of_n: {split}", show_progress=settings.progress)]
+            scores, parts = self._score(scorer, repeated, texts)
             for i, prompt in enumerate(prompts):
                 group = slice(i * o.samples, (i + 1) * o.samples)
                 responses, values = texts[group], scores[group]
                 best = best_of(values, responses, o.threshold)
                 for j, (text, value) in enumerate(zip(responses, values)):
+                    mine = {key: part[i * o.samples + j] for key, part in parts.items()}
                     samples.append({"split": split, "prompt": prompt, "sample": j, "response": text,
-                                    "score": value, "kept": j == best})
+                                    "score": value, "kept": j == best, **({"parts": mine} if mine else {})})
+                    if split == "train":
+                        for key, value_part in mine.items():
+                            part_sums[key] = part_sums.get(key, 0.0) + value_part
                 if split == "train":
                     stats["prompts"] += 1
                     stats["sum_mean"] += sum(values) / len(values)
@@ -145,6 +156,7 @@ class BestOfNOptimizer:
             "best_of_n/score_mean": stats["sum_mean"] / n,  # the policy's average sample
             "best_of_n/kept_score_mean": stats["sum_best"] / len(rows["train"]),  # what sft trains on
             "best_of_n/eval_kept": len(rows["eval"]),
+            **{f"best_of_n/{key}_mean": total / (n * o.samples) for key, total in part_sums.items()},
         }
         log.info("best_of_n: kept %d of %d prompts' best-of-%d answers (mean score %.3f, kept %.3f)",
                  len(rows["train"]), n, o.samples, metrics["best_of_n/score_mean"],

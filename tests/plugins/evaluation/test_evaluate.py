@@ -2,6 +2,7 @@
 on a real four-run multirun."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -37,7 +38,8 @@ def summary(path):
     return json.loads((Path(path) / "summary.json").read_text())
 
 
-def test_evaluate_stage_ends_the_dpo_pipeline(run_alignkit, plugin_manager, tmp_path, monkeypatch):
+def test_evaluate_stage_ends_the_dpo_pipeline(run_alignkit, plugin_manager, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="alignkit")
     (tmp_path / "evalrules.py").write_text(RULES)
     monkeypatch.syspath_prepend(str(tmp_path))
     plugin_manager.register(LongerPlugin(), name="test-longer")
@@ -74,6 +76,10 @@ def test_evaluate_stage_ends_the_dpo_pipeline(run_alignkit, plugin_manager, tmp_
     assert "| reward `words` (mean) |" in report and "win rate over reference" in report
     for image in ("training.png", "length_hist.png", "reward_vs_kl.png"):
         assert f"(plots/{image})" in report and (rd.path / "plots" / image).stat().st_size > 1000, image
+    # the sampling of each model is reported (core/progress.py): 4 held-out + 2 safety + 2 sycophancy prompts
+    messages = [r.getMessage() for r in caplog.records]
+    for model in ("policy", "reference"):
+        assert any(m.startswith(f"evaluate: {model}: 8 samples, ") for m in messages), model
 
 
 def alignkit(*args, env=None):

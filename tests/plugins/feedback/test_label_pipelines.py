@@ -1,6 +1,8 @@
 """The label and critique_revise stages inside whole pipelines on the tiny model."""
 
 import json
+import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,8 @@ def jsonl(path):
     return [json.loads(x) for x in Path(path).read_text().splitlines()]
 
 
-def test_label_stage_writes_preferences_that_dpo_trains_on(run_alignkit, rules_module, tmp_path):
+def test_label_stage_writes_preferences_that_dpo_trains_on(run_alignkit, rules_module, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="alignkit")
     rd = run_alignkit("pipeline=preference", *NO_SFT_DATA, "feedback.fn=fbtest_rules:longer", *LABEL_FAST, *DPO_FAST,
                       f"optimizer.cache_dir={tmp_path / 'ref'}")
     stages = summary(rd)
@@ -38,6 +41,12 @@ def test_label_stage_writes_preferences_that_dpo_trains_on(run_alignkit, rules_m
     assert (rd.path / "02-label/calibration.json").exists() and "calibration/accuracy" in label["metrics"]
     assert dpo["status"] == "completed"
     assert dpo["metrics"]["data/train_pairs"] == len(train), "DPO trained on the labelled pairs, not the demo's"
+    # the sampling is reported (core/progress.py): pipeline=preference samples 8 responses a prompt,
+    # 6 train prompts x 8 = 48 and 2 eval prompts x 8 = 16
+    messages = [r.getMessage() for r in caplog.records]
+    for split, n in (("train", 48), ("eval", 16)):
+        assert any(re.fullmatch(rf"label: sampling {split}: {n} samples, \d+ new tokens in .* tokens/s\)", m)
+                   for m in messages), split
 
 
 def test_label_stage_rerun_reuses_sampled_pairs_and_cached_judgements(run_alignkit, rules_module, tmp_path):
@@ -64,7 +73,8 @@ def test_dataset_feedback_passes_the_data_pairs_through(run_alignkit):
     assert rows[0]["source"].startswith("alignkit-demo/")
 
 
-def test_rlaif_dpo_pipeline_critiques_revises_and_trains(run_alignkit, tmp_path):
+def test_rlaif_dpo_pipeline_critiques_revises_and_trains(run_alignkit, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="alignkit")
     rd = run_alignkit("pipeline=rlaif_dpo", *NO_SFT_DATA, f"feedback.cache_dir={tmp_path / 'c'}", "feedback.max_length=384",
                       "feedback.critique_max_new_tokens=6", "feedback.revision_max_new_tokens=6",
                       "critique_revise.prompts=3", "critique_revise.eval_prompts=1", "critique_revise.max_new_tokens=6",
@@ -82,6 +92,12 @@ def test_rlaif_dpo_pipeline_critiques_revises_and_trains(run_alignkit, tmp_path)
     assert all(j["principle"] in ids and j["provider"] == "constitution" and j["orders"] for j in judged)
     assert "label/position_consistency" in stages["label"]["metrics"]
     assert stages["dpo"]["metrics"]["data/train_pairs"] == stages["label"]["metrics"]["label/train_pairs"]
+    # progress is reported (core/progress.py): 4 prompts x (1 sample + 2 rounds x (critique + revision)) = 20
+    # generations; the local judge's calls at DEBUG
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("critique_revise: 20 gens, ") for m in messages), messages
+    assert any(m.startswith("judge generate: ") for m in messages)
+    assert any(m.startswith("judge choice: ") for m in messages)
 
 
 def test_critique_revise_needs_a_provider_that_can_revise(run_alignkit):

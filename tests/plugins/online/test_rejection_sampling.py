@@ -5,6 +5,7 @@ from the policy the round before trained."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,8 @@ def test_best_of_picks_the_first_highest_non_empty_response():
     assert best_of([1.0], [""], None) is None
 
 
-def test_rejection_sampling_keeps_exactly_the_best_and_rounds_chain(run_alignkit, tmp_path):
+def test_rejection_sampling_keeps_exactly_the_best_and_rounds_chain(run_alignkit, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="alignkit")
     rd = run_alignkit("pipeline=rejection_sampling", *FAST, f"preference_model.fn={__name__}:variety")
     stages = json.loads((rd.path / "summary.json").read_text())["stages"]
     assert list(stages) == ["sft", "best_of_n_1", "sft_1", "evaluate_1", "best_of_n_2", "sft_2", "evaluate_2"]
@@ -82,6 +84,9 @@ def test_rejection_sampling_keeps_exactly_the_best_and_rounds_chain(run_alignkit
     for key in ("best_of_n/best_of_n/kept_score_mean", "sft/train/loss",
                 "evaluate/kl/per_sequence", "evaluate/reward/rule/policy_mean"):
         assert all(key in r["metrics"] for r in rounds), key
+    # each round's sampling is reported (core/progress.py): 6 prompts x 4 samples
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("best_of_n: train: 24 samples, ") for m in messages) == 2, messages
 
 
 def test_a_threshold_drops_prompts_whose_best_is_not_good_enough(run_alignkit, tmp_path):

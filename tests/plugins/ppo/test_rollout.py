@@ -55,6 +55,19 @@ def test_generate_is_seeded_and_marks_eos_and_truncation(tiny_model):
     assert response_mask(torch.tensor([2, 3])).tolist() == [[1, 1, 0], [1, 1, 1]]
 
 
+def test_each_rollout_logs_its_totals_at_debug_without_a_bar(tiny_model, caplog, capsys):
+    import logging
+
+    model, tok = tiny_model.model, tiny_model.tokenizer
+    pool, _ = encode_prompts(tok, PROMPTS[:3], 64)
+    caplog.set_level(logging.DEBUG, logger="alignkit")
+    rollout = generate(model, tok, pool, [0, 1, 2], max_new_tokens=4, seed=0, batch_size=2)
+    [record] = [r for r in caplog.records if r.getMessage().startswith("rollout: ")]
+    assert record.levelno == logging.DEBUG
+    assert record.getMessage().startswith(f"rollout: 3 samples, {int(rollout.response_lengths.sum())} new tokens in ")
+    assert capsys.readouterr().err == ""  # one bar per PPO step would crowd out the stage's own
+
+
 def test_packed_forward_matches_a_padded_forward(tiny_model):
     model, tok = tiny_model.model, tiny_model.tokenizer
     pool, _ = encode_prompts(tok, PROMPTS[:5], 64)

@@ -86,9 +86,13 @@ def resume_overrides(argv: Sequence[str]) -> list[str]:
     ``data_files``, so any folder works), the extra ones, and ``hydra.run.dir=RUN_DIR``."""
     import yaml
 
+    usage = ("usage: alignkit resume RUN_DIR [key=value ...]: rerun a run in its own directory; "
+             "finished stages are skipped, an interrupted one continues from its last checkpoint")
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage)
+        raise SystemExit(0)
     if not argv or argv[0].startswith("-"):
-        raise SystemExit("usage: alignkit resume RUN_DIR [key=value ...]: rerun a run in its own directory; "
-                         "finished stages are skipped, an interrupted one continues from its last checkpoint")
+        raise SystemExit(usage)
     run_dir = Path(argv[0]).resolve()
     saved = run_dir / ".hydra" / "overrides.yaml"
     if not saved.is_file():

@@ -141,9 +141,8 @@ def test_every_documented_subcommand_exists(name):
     args = ["new", "--help"] if name == "plugin" else ["--help"]
     done = subprocess.run([sys.executable, "-m", "alignkit.core.cli", name, *args], capture_output=True,
                           text=True, env=env, timeout=300)
-    assert "unknown" not in (done.stdout + done.stderr).lower() or done.returncode == 0, done.stderr
-    assert done.returncode in (0, 2), done.stdout + done.stderr
-    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "usage" in done.stdout.lower() and "Traceback" not in done.stderr, done.stdout + done.stderr
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

@@ -14,10 +14,11 @@ the one piece with state (running statistics). Three combiners:
 
 from __future__ import annotations
 
-import math
 from typing import Mapping
 
 import torch
+
+from alignkit.core.running_moments import RunningMoments
 
 NORMALISERS = ("running", "batch", "none")
 MEMBER_SCALES = ("logit", "probability")
@@ -36,20 +37,18 @@ class Normaliser:
         if mode not in NORMALISERS:
             raise ValueError(f"normalise must be one of {', '.join(NORMALISERS)}, not {mode!r}")
         self.mode = mode
-        self.mean, self.var, self.count = 0.0, 0.0, 0.0
+        self.moments = RunningMoments()
 
     def update(self, x: torch.Tensor) -> None:
-        x = x.detach().double().flatten()
-        n = x.numel()
-        if n == 0:
-            return
-        batch_mean, batch_var = float(x.mean()), float(x.var(unbiased=False))
-        total = self.count + n
-        delta = batch_mean - self.mean
-        m2 = self.var * self.count + batch_var * n + delta ** 2 * self.count * n / total
-        self.mean += delta * n / total
-        self.var = m2 / total
-        self.count = total
+        self.moments.update(x)
+
+    @property
+    def mean(self) -> float:
+        return self.moments.mean
+
+    @property
+    def count(self) -> float:
+        return self.moments.count
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
@@ -59,7 +58,7 @@ class Normaliser:
             mean, std = float(x.double().mean()), float(x.double().std(unbiased=False))
         else:
             self.update(x)
-            mean, std = self.mean, math.sqrt(max(self.var, 0.0))
+            mean, std = self.moments.mean, self.moments.std
         centred = x - mean
         return centred / std if std > 1e-8 else centred
 

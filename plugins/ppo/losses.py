@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from alignkit.core.running_moments import RunningMoments  # noqa: F401  (reward_normalize; checkpointed)
+
 
 def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum()
@@ -198,37 +200,6 @@ class AdaptiveKLController(FixedKLController):
     def update(self, current_kl: float, n_steps: int) -> None:
         error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
         self.value *= 1.0 + error * n_steps / self.horizon
-
-
-class RunningMoments:
-    """Running mean and standard deviation of rewards (Chan et al.'s parallel update), for
-    ``reward_normalize``; part of the checkpoint so a resumed run scales rewards the same."""
-
-    def __init__(self) -> None:
-        self.mean, self.var, self.count = 0.0, 1.0, 0.0
-
-    def update(self, x: torch.Tensor) -> None:
-        x = x.detach().double().flatten()
-        n = x.numel()
-        if n == 0:
-            return
-        batch_mean, batch_var = float(x.mean()), float(x.var(unbiased=False))
-        total = self.count + n
-        delta = batch_mean - self.mean
-        m2 = self.var * self.count + batch_var * n + delta ** 2 * self.count * n / total
-        self.mean += delta * n / total
-        self.var = m2 / total
-        self.count = total
-
-    @property
-    def std(self) -> float:
-        return math.sqrt(max(self.var, 0.0))
-
-    def state_dict(self) -> dict[str, float]:
-        return {"mean": self.mean, "var": self.var, "count": self.count}
-
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        self.mean, self.var, self.count = float(state["mean"]), float(state["var"]), float(state["count"])
 
 
 # --------------------------------------------------------------------------------------

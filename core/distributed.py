@@ -8,6 +8,7 @@ processes the run directory is written by the main process only; everything else
 
 from __future__ import annotations
 
+import atexit
 import os
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
@@ -36,12 +37,30 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+_shutdown_registered = False
+
+
+def _shutdown() -> None:
+    """Tear the process group down before the interpreter exits: left to interpreter
+    finalisation, gloo's threads can abort a finished process ("terminate called without an
+    active exception", exit -6) after its work succeeded."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _state() -> Any:
+    global _shutdown_registered
     import torch
     from accelerate import PartialState
 
     # cpu=True when there is no GPU: the same backend (gloo) the engine's Accelerator will pick.
-    return PartialState(cpu=not torch.cuda.is_available())
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if not _shutdown_registered:
+        atexit.register(_shutdown)
+        _shutdown_registered = True
+    return state
 
 
 def barrier() -> None:

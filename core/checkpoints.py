@@ -13,7 +13,6 @@ the PPO-family loop both save and resume through here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from alignkit.core.errors import CheckpointError
-from alignkit.core.rundir import atomic_write_json
+from alignkit.core.rundir import atomic_write_json, file_sha256
 
 log = logging.getLogger("alignkit")
 
@@ -33,7 +32,6 @@ TRAINER_STATE = "trainer_state.json"  # the stage's own position (step, data cur
 MANIFEST = "manifest.json"  # written last: {"files": {relative path: {"size", "sha256"}}}
 CORRUPT = "corrupt"  # checkpoints/corrupt/: where bad checkpoints are set aside
 _NAME = re.compile(r"step-(\d+)")
-_CHUNK = 1 << 20
 
 
 class CorruptCheckpoint(CheckpointError):
@@ -63,23 +61,10 @@ def _files(folder: Path) -> list[str]:
                   if p.is_file() and p.relative_to(folder).as_posix() != MANIFEST)
 
 
-def _sha256(path: Path, sync: bool = False) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-        if sync:  # the data reaches the disk before the manifest that vouches for it
-            try:
-                os.fsync(fh.fileno())
-            except OSError:  # platforms that cannot fsync a read-only handle
-                pass
-    return digest.hexdigest()
-
-
 def _hash_all(folder: Path, names: list[str], sync: bool = False) -> list[str]:
     """sha256 of each file, several at once (hashlib releases the GIL on large reads)."""
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(names), os.cpu_count() or 1))) as pool:
-        return list(pool.map(lambda name: _sha256(folder / name, sync), names))
+        return list(pool.map(lambda name: file_sha256(folder / name, sync), names))
 
 
 def seal(folder: Path) -> None:

@@ -66,10 +66,17 @@ class ExplainedScores(Protocol):
 
 
 def score_metrics(scorer: Any, prefix: str = "reward/") -> dict[str, float]:
-    """``scorer.last_metrics()`` under ``prefix``, or {} for a scorer without them (or a process
-    that holds no copy of it, ``reward_placement=rank0``)."""
-    fn = getattr(scorer, "last_metrics", None)
-    return {f"{prefix}{key}": float(value) for key, value in fn().items()} if callable(fn) else {}
+    """``scorer.last_metrics()`` under ``prefix``, or {} for a scorer that is not ``ExplainedScores``
+    (or a process that holds no copy of it, ``reward_placement=rank0``)."""
+    if not isinstance(scorer, ExplainedScores):
+        return {}
+    return {f"{prefix}{key}": float(value) for key, value in scorer.last_metrics().items()}
+
+
+def score_parts(scorer: Any) -> Mapping[str, Sequence[float]]:
+    """``scorer.last_scores()`` (each part's score of every response of the last call), or {} for a
+    scorer that is not ``ExplainedScores``."""
+    return scorer.last_scores() if isinstance(scorer, ExplainedScores) else {}
 
 
 @runtime_checkable

@@ -334,10 +334,6 @@ def write_rounds(rd: RunDir, plan: list[DictConfig]) -> None:
         atomic_write_text(rd.path / ROUNDS, "".join(json.dumps(row) + "\n" for row in rows.values()))
 
 
-def _optimizer_config(run: RunContext, stage: DictConfig) -> tuple[Any, DictConfig]:
-    return optimizer_config(run.cfg, run.registry, stage)
-
-
 def optimizer_config(cfg: DictConfig, registry: Registry, stage: DictConfig) -> tuple[Any, DictConfig]:
     """A stage's optimizer entry and ``(validated options, its own trainer node or None)``: the
     ``optimizer`` node when the stage runs ``${optimizer.name}``, merged with the stage's ``config``."""
@@ -454,7 +450,7 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, registry: Registry | None
                         f"stage '{name}' of pipeline '{cfg.pipeline.name}' needs {requires} data, "
                         f"and data '{cfg.data.name}' provides none"
                     )
-                entry, (opt_cfg, trainer_override) = _optimizer_config(run, stage)
+                entry, (opt_cfg, trainer_override) = optimizer_config(cfg, registry, stage)
                 trainer = OmegaConf.merge(cfg.trainer, trainer_override or {}, explicit_trainer(cfg))
                 ctx = StageContext(run=run, name=name, index=index, dir=rd.stage_dir(index, name),
                                    config=opt_cfg, trainer=trainer, policy=policy, previous=dict(previous))

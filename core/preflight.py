@@ -199,10 +199,12 @@ class _Checker:
             return
         self.references.add(reference)
         if reference.startswith("stage:"):
-            earlier = [str(s.name) for s in before]
-            if reference[len("stage:"):] not in earlier:
+            from alignkit.core.pipeline import did_you_mean
+
+            earlier, wanted = [str(s.name) for s in before], reference[len("stage:"):]
+            if wanted not in earlier:
                 self.problems.append(f"stage '{name}': evaluate.reference={reference}: no earlier stage is named "
-                                     f"'{reference[len('stage:'):]}'{_hint(reference[len('stage:'):], earlier)}; "
+                                     f"'{wanted}'{did_you_mean([wanted], earlier)}; "
                                      f"the earlier stages are: {', '.join(earlier) or 'none'}")
         elif reference not in ("auto", "start"):
             self.model(reference, "evaluate.reference")
@@ -310,7 +312,9 @@ def model_reference_problem(registry: Registry, name: str, revision: Any = None)
         return "the folder holds no config.json (nor a PEFT adapter_config.json); expected a save_pretrained folder"
     if path.exists():
         return "it is a file; expected an alias, a folder, a .gguf file or a hub id"
-    hint = _hint(name.lower(), [*resolve.ALIASES, *model_options()])
+    from alignkit.core.pipeline import did_you_mean
+
+    hint = did_you_mean([name.lower()], [*resolve.ALIASES, *model_options()])
     if resolve._HUB_ID.match(name) and not name.startswith("."):
         if not resolve.hub_offline() or _in_hub_cache(name, revision):
             return None
@@ -376,13 +380,6 @@ def group_options(group: str, searchpath: Sequence[str]) -> list[str]:
 
 def _configured(node: Any) -> bool:
     return node is not None and node.get("name") is not None
-
-
-def _hint(name: str, choices: Sequence[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _settings_key(cfg: DictConfig, stage: DictConfig) -> str:

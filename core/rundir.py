@@ -27,7 +27,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from alignkit.core import distributed
 from alignkit.core.types import StageResult, stage_dir_name
@@ -105,6 +105,18 @@ def _clean(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def logged_numbers(records: Iterable[Mapping[str, Any]], stage: str) -> Iterator[tuple[int, str, float]]:
+    """``(step, key, value)`` for every number ``stage`` logged to metrics.jsonl, in order (the
+    record's own ``stage``, ``step`` and ``time`` fields and booleans left out)."""
+    for record in records:
+        if record.get("stage") != stage:
+            continue
+        for key, value in record.items():
+            if key in ("stage", "step", "time") or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            yield int(record.get("step", 0)), key, value
+
+
 def run_name(pipeline: Any, model: Any, overrides: Any) -> str:
     """``<pipeline>-<model>-<8 hex digits>``: the default run directory's name (a Hydra resolver,
     conf/config.yaml). The digits hash the command's overrides, sorted, without the ``launcher.*``
@@ -179,11 +191,18 @@ def _clock(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: Path, sync: bool = False) -> str:
+    """The file's sha256, read in 1 MiB blocks; ``sync``: also fsync it, so its data reaches the
+    disk before whatever records the hash (a checkpoint's manifest)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
+        if sync:
+            try:
+                os.fsync(fh.fileno())
+            except OSError:  # platforms that cannot fsync a read-only handle
+                pass
     return digest.hexdigest()
 
 

@@ -48,6 +48,23 @@ class Pair:
     prompt: Any
 
 
+def soft_label_counts(splits: Mapping[str, Any]) -> dict[str, int]:
+    """Per split, the pairs whose ``strength`` is not 1 (ties, soft judge labels): what a loss
+    without a soft-label form would wrongly train as hard preferences. Splits with none are left out."""
+    counts: dict[str, int] = {}
+    for split, rows in splits.items():
+        if rows is None:
+            continue
+        if "strength" in getattr(rows, "column_names", ()):  # a datasets.Dataset: read one column
+            values = rows["strength"]
+        else:
+            values = [row.get("strength") for row in rows]
+        count = sum(1 for value in values if value is not None and float(value) != 1.0)
+        if count:
+            counts[split] = count
+    return counts
+
+
 def encode_pairs(tokenizer: Any, rows: Any, max_length: int) -> tuple[list[Pair], int]:
     pairs, dropped = [], 0
     for row in rows:
@@ -228,17 +245,7 @@ class DPOOptimizer:
         loss_type = self.options.loss_type
         if loss_type in SOFT_LABEL_LOSS_TYPES:
             return
-        soft: dict[str, int] = {}
-        for split, rows in splits.items():
-            if rows is None:
-                continue
-            if "strength" in getattr(rows, "column_names", ()):  # a datasets.Dataset: read one column
-                values = rows["strength"]
-            else:
-                values = [row.get("strength") for row in rows]
-            count = sum(1 for value in values if value is not None and float(value) != 1.0)
-            if count:
-                soft[split] = count
+        soft = soft_label_counts(splits)
         if soft:
             from alignkit.core import ConfigError
 

@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from alignkit.core.callables import call_scorer, load_callable
 from alignkit.core.errors import ConfigError, DataError
+from alignkit.core.interfaces import score_parts
 from alignkit.core.pipeline import StageContext
 from alignkit.core.records_io import write_jsonl
 from alignkit.core.rundir import atomic_write_json
@@ -361,8 +362,7 @@ class Evaluator:
             # keeps state between calls (composite) treats both alike
             both = [float(x) for x in model.score(list(prompts) * 2, list(pol_text) + list(ref_text))]
             out[name] = (both[:n], both[n:])
-            explain = getattr(model, "last_scores", None)  # a composite's members: each a scorer of its own
-            for part, values in (explain() if callable(explain) else {}).items():
+            for part, values in score_parts(model).items():  # a composite's members: each a scorer of its own
                 if part != "combined":  # the score itself
                     out[f"{name}/{part}"] = ([float(v) for v in values[:n]], [float(v) for v in values[n:]])
         for spec in self.options.scorers:

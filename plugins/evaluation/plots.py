@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from alignkit.core.rundir import logged_numbers
 from alignkit.core.rundir import pyplot as _plt
 from alignkit.core.rundir import save_figure as _save
 
@@ -17,14 +18,9 @@ TRAINING_KEYS = ("loss", "eval/loss", "rewards/margin", "rewards/accuracy", "rew
 
 def _series(records: Sequence[Mapping[str, Any]], stage: str) -> dict[str, list[tuple[int, float]]]:
     out: dict[str, list[tuple[int, float]]] = {}
-    for r in records:
-        if r.get("stage") != stage:
-            continue
-        for key, value in r.items():
-            if key in ("stage", "step", "time") or isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
-            if math.isfinite(value):
-                out.setdefault(key, []).append((int(r.get("step", 0)), float(value)))
+    for step, key, value in logged_numbers(records, stage):
+        if math.isfinite(value):
+            out.setdefault(key, []).append((step, float(value)))
     return out
 
 

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from alignkit.core.rundir import METRICS, SUMMARY, atomic_write_text
+from alignkit.core.rundir import METRICS, SUMMARY, atomic_write_text, logged_numbers, owner_gone, true_status
 from alignkit.plugins.evaluation import plots
 from alignkit.plugins.evaluation.diagnostics import DiagnosticsConfig, matching, read_alarms
 
@@ -381,15 +381,8 @@ def swept_parameters(runs: Sequence[Path]) -> tuple[list[str], list[dict[str, st
 def last_logged(records: Sequence[Mapping[str, Any]], stage: str) -> dict[str, float]:
     """The last value of each key ``stage`` logged to metrics.jsonl, named as summary.json names a
     finished stage's metrics (``train/<key>``, held-out ones ``eval/<key>``)."""
-    out: dict[str, float] = {}
-    for r in records:
-        if r.get("stage") != stage:
-            continue
-        for key, value in r.items():
-            if key in ("stage", "step", "time") or isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
-            out[key if key.startswith("eval/") else f"train/{key}"] = value
-    return out
+    return {key if key.startswith("eval/") else f"train/{key}": value
+            for _, key, value in logged_numbers(records, stage)}
 
 
 def judge_identity(feedback: Any, preference_model: Any, run_label: str) -> dict[str, Any] | None:
@@ -403,16 +396,6 @@ def judge_identity(feedback: Any, preference_model: Any, run_label: str) -> dict
     if "model" in feedback and feedback.get("model") is None and feedback.get("backend", "local") == "local":
         identity["model"] = f"the policy of run {run_label}"
     return identity
-
-
-def _status(summary: Mapping[str, Any]) -> str:
-    """summary.json's status; "interrupted" for a "running" run whose process is gone (where
-    core.rundir can tell)."""
-    try:
-        from alignkit.core.rundir import true_status
-    except ImportError:  # a core without owner tracking: the status as written
-        return str(summary.get("status", "?"))
-    return true_status(summary)
 
 
 def _first_line(text: Any) -> str:
@@ -435,11 +418,9 @@ def run_record(run: Path, label: str | None = None) -> dict[str, Any]:
             summary = json.loads(file.read_text(encoding="utf-8"))
             if not isinstance(summary, dict):
                 raise ValueError("not a JSON object")
-            status = _status(summary)
+            status = true_status(summary)
             error = _first_line(summary.get("error"))
             if status == "interrupted":
-                from alignkit.core.rundir import owner_gone
-
                 error = error or owner_gone(summary) or ""
         except (ValueError, UnicodeDecodeError) as exc:
             summary, status, error = {}, "unreadable", f"{file}: {exc}"

@@ -18,7 +18,7 @@ from alignkit.core import ConfigError
 from alignkit.core.engine import TrainerConfig, save_model, shuffled_batches
 from alignkit.core.pipeline import StageContext
 from alignkit.core.types import StageResult
-from alignkit.plugins.dpo.dpo import Pair, encode_pairs, pair_logps
+from alignkit.plugins.dpo.dpo import Pair, encode_pairs, pair_logps, soft_label_counts
 from alignkit.plugins.dpo.losses import implicit_reward_accuracy
 
 log = logging.getLogger("alignkit")
@@ -131,9 +131,7 @@ class ReferenceFreeTask:
 def refuse_soft_labels(name: str, splits: Mapping[str, Any]) -> None:
     """ORPO and CPO have no soft-label form: a pair with ``strength`` below 1 (a tie, a soft judge
     label) would be trained as a hard preference for its chosen side, so it is an error."""
-    soft = {split: sum(1 for row in rows if row.get("strength") is not None and float(row["strength"]) != 1.0)
-            for split, rows in splits.items() if rows is not None}
-    counts = ", ".join(f"{n} {split}" for split, n in soft.items() if n)
+    counts = ", ".join(f"{n} {split}" for split, n in soft_label_counts(splits).items())
     if counts:
         raise ConfigError(
             f"optimizer={name} has no soft-label form, but preference pairs have a strength below 1 ({counts}: "

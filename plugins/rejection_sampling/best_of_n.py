@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from alignkit.core import StageResult
 from alignkit.core.errors import ConfigError, DataError
+from alignkit.core.interfaces import score_parts
 from alignkit.core.lm import sample_responses
 from alignkit.core.records_io import write_jsonl
 
@@ -87,8 +88,7 @@ class BestOfNOptimizer:
                 raise ConfigError(f"best_of_n: the preference model returned {values.tolist()[:8]} for "
                                   f"{len(responses[start:start + size])} responses (one finite score each expected)")
             out.extend(float(v) for v in values)
-            explain = getattr(scorer, "last_scores", None)
-            for key, part in (explain() if callable(explain) else {}).items():
+            for key, part in score_parts(scorer).items():
                 parts.setdefault(key, []).extend(float(v) for v in part)
         return out, parts
 

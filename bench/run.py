@@ -156,7 +156,7 @@ def child_alignkit(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     from alignkit.core import hookimpl
-    from alignkit.core.pipeline import remember_overrides, run_pipeline
+    from alignkit.core.pipeline import as_hydra_job, run_pipeline
     from alignkit.core.registry import Registry
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
@@ -236,9 +236,12 @@ def child_alignkit(spec: dict) -> dict:
         dpo_mod.ReferenceCache.fill = timed_fill
 
     # Composed exactly as the ``alignkit`` CLI composes it (plugin config roots on the search path).
+    from alignkit.core.config_defaults import register_config_defaults
+
+    register_config_defaults(registry)  # the option files' schema defaults, as the CLI registers them
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         args = rewrite_overrides(overrides, registry.config_searchpath())
-        cfg = remember_overrides(hydra_compose(CONFIG_NAME, overrides=args), args)  # command-line precedence
+        cfg = as_hydra_job(hydra_compose(CONFIG_NAME, overrides=args, return_hydra_config=True))  # command-line precedence
     run_dir = Path(spec["run_dir"])
     t_run = time.perf_counter()
     run_pipeline(cfg, run_dir, registry)
@@ -470,7 +473,7 @@ def online_prompts(spec: dict) -> tuple[list, list[list[int]]]:
     """alignkit's prompt pool (the preference file's distinct prompts, no held-out split) and the
     pool indices of each step's prompts (``prompt_indices``), for both sides."""
     from alignkit.plugins.data.plugin import FilesDataSource
-    from alignkit.plugins.ppo.ppo import prompt_indices
+    from alignkit.plugins.rl.prompts import prompt_indices
 
     pool = [row["prompt"] for row in FilesDataSource(preferences=spec["pref_file"], eval_fraction=0).prompts("train")]
     per_step = spec["batch_size"] // GENERATIONS[spec["task"]]

@@ -7,6 +7,8 @@ the core holds no algorithm, model or storage code.
 from alignkit.core.errors import AlignkitError, ConfigError, DataError, PluginError, WaitingForFeedback
 from alignkit.core.hookspecs import hookimpl, hookspec
 from alignkit.core.types import (
+    AdvantageEstimatorEntry,
+    CommandEntry,
     DataSourceEntry,
     FeedbackProviderEntry,
     GeneratorEntry,
@@ -16,6 +18,7 @@ from alignkit.core.types import (
     LoggerEntry,
     ModelSpec,
     OptimizerEntry,
+    PolicyLossEntry,
     PreferenceModelEntry,
     StageResult,
 )
@@ -23,7 +26,9 @@ from alignkit.core.types import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdvantageEstimatorEntry",
     "AlignkitError",
+    "CommandEntry",
     "ConfigError",
     "DataError",
     "DataSourceEntry",
@@ -36,6 +41,7 @@ __all__ = [
     "ModelSpec",
     "OptimizerEntry",
     "PluginError",
+    "PolicyLossEntry",
     "PreferenceModelEntry",
     "StageResult",
     "WaitingForFeedback",

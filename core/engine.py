@@ -35,14 +35,14 @@ class TrainerConfig:
     epochs: int = 1  # used when max_steps <= 0
     batch_size: int = 8
     grad_accum: int = 1
-    learning_rate: float = 2e-5
+    learning_rate: float = 5e-5
     weight_decay: float = 0.0
     lr_scheduler: str = "linear"
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
     max_length: int = 256
     seed: int = 42
-    checkpoint_every: int = 0  # 0: no mid-stage checkpoints
+    checkpoint_every: int = 10  # 0: no mid-stage checkpoints
     keep_checkpoints: int = 2
     log_every: int = 1
     eval_every: int = 0  # 0: evaluate at the end only
@@ -69,9 +69,9 @@ class TrainTask(Protocol):
     def evaluate(self, model: Any) -> Mapping[str, float]:
         """Held-out metrics (may be empty).
 
-        A task may also define ``batch_weight(batch) -> float`` (e.g. its scored tokens; it must
-        add up over the examples of a batch) so that gradient accumulation and data parallelism
-        weigh micro-batches and shards exactly like one larger batch.
+        A task may also define ``batch_weight(batch) -> float`` (``interfaces.WeightedBatches``:
+        e.g. its scored tokens; it must add up over the examples of a batch) so that gradient
+        accumulation and data parallelism weigh micro-batches and shards exactly like one larger batch.
 
         Under N processes a batch (a list of example indices) is the *global* batch: each
         process trains on its slice (``shard_batch``) and the gradients are all-reduced.
@@ -110,12 +110,54 @@ def apply_lora(model: Any, settings: TrainerConfig) -> Any:
     return get_peft_model(model, config)
 
 
-def make_optimizer(model: torch.nn.Module, settings: TrainerConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+def make_optimizer(params: torch.nn.Module | Sequence[Any], settings: TrainerConfig) -> torch.optim.Optimizer:
+    """AdamW over a module's trainable parameters, or over parameter groups (a group may set its
+    own ``lr``; e.g. RL's critic), fused where the device has the kernels."""
+    if isinstance(params, torch.nn.Module):
+        params = [p for p in params.parameters() if p.requires_grad]
     try:
         return torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay, fused=True)
     except (RuntimeError, TypeError):  # fused kernels missing for this device/dtype
         return torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, settings: TrainerConfig, total: int) -> Any:
+    """``trainer.lr_scheduler`` over ``total`` optimizer steps, warmed up for ``warmup_ratio`` of them."""
+    from transformers import get_scheduler
+
+    return get_scheduler(settings.lr_scheduler, optimizer, num_warmup_steps=int(settings.warmup_ratio * total),
+                         num_training_steps=total)
+
+
+def progress_bar(settings: TrainerConfig, accelerator: Any, total: int, initial: int, desc: str) -> Any:
+    """The stage's step bar on the main process (None elsewhere or with ``trainer.progress=false``)."""
+    if not (settings.progress and accelerator.is_main_process):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
+
+
+def resume_state(accelerator: Any, checkpoint_dir: Path, stage: str) -> dict[str, Any] | None:
+    """Load the newest verified checkpoint of ``checkpoint_dir`` into ``accelerator`` (damaged
+    ones are set aside, core/checkpoints.py) and return the state saved with it; None: a fresh start."""
+    latest = checkpoints.resume_point(checkpoint_dir)
+    if latest is None:
+        return None
+    with checkpoints.loading(latest):
+        accelerator.load_state(str(latest))
+        state = checkpoints.read_state(latest)
+    log.info("resuming stage %s from %s (step %d)", stage, latest, state["step"])
+    if accelerator.is_main_process:
+        print(f"alignkit: resuming stage '{stage}' at step {state['step']} from {latest}", file=sys.stderr)
+    return state
+
+
+def diverged(stage: str, loss: float, step: int, kept: str, advice: str) -> TrainingDiverged:
+    """The error that stops a stage whose loss is no longer finite: where the last good state
+    is (``kept``) and what to change (``advice``)."""
+    return TrainingDiverged(f"stage '{stage}': the loss became {loss} at step {step + 1}. Training stopped; "
+                            f"{kept}. {advice}, then rerun the same command to resume from it.")
 
 
 def save_model(model: Any, tokenizer: Any, path: Path, state_dict: Mapping[str, Any] | None = None) -> None:
@@ -214,8 +256,6 @@ class Engine:
         return max(1, self.settings.epochs * steps_per_epoch)
 
     def train(self, model: Any, task: TrainTask) -> TrainOutcome:
-        from transformers import get_scheduler
-
         s = self.settings
         acc = self.accelerator
         rank, world = acc.process_index, acc.num_processes
@@ -233,28 +273,17 @@ class Engine:
         # (gradient all-reduce, parameter gathering) even though core.lm calls the decoder directly.
         wrapper = _TaskModule(model, task)
         optimizer = make_optimizer(wrapper, s)
-        scheduler = get_scheduler(s.lr_scheduler, optimizer, num_warmup_steps=int(s.warmup_ratio * total),
-                                  num_training_steps=total)
+        scheduler = make_scheduler(optimizer, s, total)
         self._configure_deepspeed(first_epoch, world)
         wrapper, optimizer, scheduler = acc.prepare(wrapper, optimizer, scheduler)
 
         step, epoch, cursor = 0, 0, 0
-        latest = checkpoints.resume_point(self.checkpoint_dir)  # verified; damaged ones are set aside
-        if latest is not None:
-            with checkpoints.loading(latest):
-                acc.load_state(str(latest))
-                state = checkpoints.read_state(latest)
-                step, epoch, cursor = state["step"], state["epoch"], state["cursor"]
-            log.info("resuming stage %s from %s (step %d)", self.stage, latest, step)
-            if acc.is_main_process:
-                print(f"alignkit: resuming stage '{self.stage}' at step {step} from {latest}", file=sys.stderr)
+        state = resume_state(acc, self.checkpoint_dir, self.stage)
+        if state is not None:
+            step, epoch, cursor = state["step"], state["epoch"], state["cursor"]
 
         epoch_batches = first_epoch if epoch == 0 else list(task.batches(epoch))
-        progress = None
-        if s.progress and acc.is_main_process:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(total=total, initial=step, desc=self.stage, unit="step", dynamic_ncols=True)
+        progress = progress_bar(s, acc, total, step, self.stage)
         final_metrics: dict[str, float] = {}
         window: list[Mapping[str, float]] = []
         last_log = time.perf_counter()
@@ -297,12 +326,8 @@ class Engine:
                 if not finite:
                     optimizer.zero_grad(set_to_none=True)
                     path = self._save_checkpoint(step, start_epoch, start_cursor)
-                    raise TrainingDiverged(
-                        f"stage '{self.stage}': the loss became {step_loss} at step {step + 1}. "
-                        f"Training stopped; the last good state is kept in {path}. Lower "
-                        f"trainer.learning_rate or check the data, then rerun the same command to "
-                        f"resume from it."
-                    )
+                    raise diverged(self.stage, step_loss, step, f"the last good state is kept in {path}",
+                                   "Lower trainer.learning_rate or check the data")
                 grad_norm = None
                 if s.max_grad_norm and s.max_grad_norm > 0:
                     grad_norm = acc.clip_grad_norm_(wrapper.parameters(), s.max_grad_norm)
@@ -426,7 +451,9 @@ def _micro_weights(task: TrainTask, batches: Sequence[Any], shards: Sequence[Any
     factor ``world``.
     """
     shards = batches if shards is None else shards
-    weigh = getattr(task, "batch_weight", None)
+    from alignkit.core.interfaces import WeightedBatches
+
+    weigh = task.batch_weight if isinstance(task, WeightedBatches) else None
     if weigh is None:
         if world == 1:
             return [1.0 / len(batches)] * len(batches)

@@ -10,7 +10,9 @@ from alignkit.core.errors import ConfigError, PluginError
 from alignkit.core.manager import distribution_of, get_plugin_manager, plugin_failures, record_failure
 from alignkit.core.types import (
     ENTRY_KINDS,
-    ComponentEntry,
+    RL_PART_KINDS,
+    AdvantageEstimatorEntry,
+    CommandEntry,
     DataSourceEntry,
     FeedbackProviderEntry,
     GeneratorEntry,
@@ -19,7 +21,9 @@ from alignkit.core.types import (
     ModelRole,
     ModelSpec,
     OptimizerEntry,
+    PolicyLossEntry,
     PreferenceModelEntry,
+    RegistryEntry,
 )
 
 if TYPE_CHECKING:
@@ -32,15 +36,18 @@ _HOOK_OF_KIND = {
     OptimizerEntry.kind: "alignkit_optimizers",
     LoggerEntry.kind: "alignkit_loggers",
     GeneratorEntry.kind: "alignkit_generators",
+    AdvantageEstimatorEntry.kind: "alignkit_advantage_estimators",
+    PolicyLossEntry.kind: "alignkit_policy_losses",
+    CommandEntry.kind: "alignkit_commands",
 }
-_ENTRY_TYPE = {cls.kind: cls for cls in ENTRY_KINDS}
+_ENTRY_TYPE = {cls.kind: cls for cls in (*ENTRY_KINDS, *RL_PART_KINDS, CommandEntry)}
 
 
 @dataclass(frozen=True)
 class Registered:
     """An entry with the plugin and package that provided it."""
 
-    entry: ComponentEntry
+    entry: RegistryEntry
     plugin_name: str
     package: str
 
@@ -96,7 +103,7 @@ class Registry:
                            f"{hook_name} raised {type(exc).__name__}: {exc}")
             return []
 
-    def get(self, kind: str, name: str) -> ComponentEntry:
+    def get(self, kind: str, name: str) -> RegistryEntry:
         """The entry named ``name``; an unknown name lists the available ones."""
         available = self.components(kind)
         if name in available:

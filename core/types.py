@@ -1,7 +1,7 @@
 """Frozen records: what registry hooks return and what components hand each other.
 
 Registry records (``*Entry``) carry a normalised ``name``, a ``factory`` that builds the
-component from its validated config, an optional ``config_schema`` (a dataclass whose
+component from its validated options and a context (``factory(options, ctx)``), an optional ``config_schema`` (a dataclass whose
 fields are the option's hyperparameters and their defaults) and a one-line description.
 """
 
@@ -23,7 +23,10 @@ class ComponentEntry:
 
     Args:
         name: registry name; also the file name of its Hydra group option.
-        factory: called as ``factory(config)`` with the validated config (a DictConfig).
+        factory: called as ``factory(options, ctx)``: ``options`` is an instance of
+            ``config_schema`` the core validated (the DictConfig when there is none), ``ctx`` the
+            StageContext or, for run-wide kinds (data, generation, loggers), the RunContext;
+            ``core/hookspecs.py`` says which for each kind, ``core/options.py`` does the call.
         description: one line shown by ``alignkit plugins``.
         config_schema: dataclass type whose fields are the accepted options, or None
             to accept any keys.
@@ -36,12 +39,15 @@ class ComponentEntry:
     config_schema: type | None = None
 
     def __post_init__(self) -> None:
-        normalised = self.name.strip().lower()
-        if not _NAME.match(normalised):
-            raise ValueError(
-                f"invalid {self.kind} name {self.name!r}: use lower-case letters, digits, '_' or '-'"
-            )
-        object.__setattr__(self, "name", normalised)
+        object.__setattr__(self, "name", registry_name(self.kind, self.name))
+
+
+def registry_name(kind: str, name: str) -> str:
+    """``name`` stripped and lower-cased; a name a Hydra option file could not carry is refused."""
+    normalised = name.strip().lower()
+    if not _NAME.match(normalised):
+        raise ValueError(f"invalid {kind} name {name!r}: use lower-case letters, digits, '_' or '-'")
+    return normalised
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,88 @@ ENTRY_KINDS: tuple[type[ComponentEntry], ...] = (
     LoggerEntry,
     GeneratorEntry,
 )
+
+@dataclass(frozen=True)
+class AdvantageEstimatorEntry:
+    """An advantage estimator of on-policy RL (``optimizer.advantage=<name>``; see ``core/rl.py``).
+
+    Not a ``ComponentEntry``: it is a pure function the RL loop calls every step, not a component
+    built once from a config node, so it has no factory and no schema (its options are the
+    optimizer's).
+
+    Args:
+        name: registry name.
+        estimate: ``estimate(AdvantageInputs) -> AdvantageOutputs``.
+        needs_critic: the loop trains a value model and passes its values (GAE).
+        description: one line shown by ``alignkit plugins``.
+    """
+
+    kind: ClassVar[str] = "advantage_estimator"
+    name: str
+    estimate: Callable[..., Any]
+    needs_critic: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", registry_name(self.kind, self.name))
+
+
+@dataclass(frozen=True)
+class PolicyLossEntry:
+    """A policy loss of on-policy RL (``optimizer.policy_loss=<name>``; see ``core/rl.py``).
+
+    Args:
+        name: registry name.
+        loss: ``loss(PolicyLossInputs) -> PolicyLossOutputs``.
+        pairwise: the loss compares pairs of responses (rows 2j, 2j+1: chosen, rejected), so the
+            loop feeds it pairs and divides by their number (online DPO).
+        description: one line shown by ``alignkit plugins``.
+    """
+
+    kind: ClassVar[str] = "policy_loss"
+    name: str
+    loss: Callable[..., Any]
+    pairwise: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", registry_name(self.kind, self.name))
+
+
+RL_PART_KINDS: tuple[type, ...] = (AdvantageEstimatorEntry, PolicyLossEntry)
+"""Registry records that are pure functions of the RL loop rather than built components."""
+
+
+@dataclass(frozen=True)
+class CommandEntry:
+    """A subcommand of ``alignkit`` (``alignkit <name> ...``), offered by ``alignkit_commands``.
+
+    Not a ``ComponentEntry``: a command is run from the command line, not built from a config node.
+
+    Args:
+        name: the word after ``alignkit``; a name two plugins offer is an error naming both.
+        run: ``run(argv) -> int | None`` with the arguments after the name; returns the exit status
+            (None: 0). It should import what it needs inside, so ``alignkit --help`` stays fast.
+        help: one line shown by ``alignkit --help`` and ``alignkit plugins``.
+        usage: its arguments as ``alignkit --help`` shows them after the name (``RUN_DIR``).
+    """
+
+    kind: ClassVar[str] = "command"
+    name: str
+    run: Callable[[list[str]], Any]
+    help: str = ""
+    usage: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", registry_name(self.kind, self.name))
+
+    @property
+    def description(self) -> str:
+        """``help``, under the name every other registry record uses (``alignkit plugins``)."""
+        return self.help
+
+
+RegistryEntry = ComponentEntry | AdvantageEstimatorEntry | PolicyLossEntry | CommandEntry
 
 ModelRole = Literal["policy", "reference", "reward", "judge"]
 

@@ -6,6 +6,7 @@ pyproject.toml, exactly like a third-party package, and can be blocked by name w
 """
 
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("core", "alignkit.core.commands"),  # the core's own commands: plugins, plugin new, runs, resume
     ("models", "alignkit.plugins.models.plugin"),
     ("data", "alignkit.plugins.data.plugin"),
     ("sft", "alignkit.plugins.sft.plugin"),
@@ -13,7 +14,8 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("reference_free", "alignkit.plugins.reference_free.plugin"),
     ("loggers", "alignkit.plugins.loggers.plugin"),
     ("rules", "alignkit.plugins.rules.plugin"),
-    ("ppo", "alignkit.plugins.ppo.plugin"),
+    ("rl", "alignkit.plugins.rl.plugin"),  # ppo, grpo, rloo, online_dpo, dr_grpo, dapo, gspo, reinforce_pp
+    ("rl_parts", "alignkit.plugins.rl.parts_plugin"),
     ("reward", "alignkit.plugins.reward.plugin"),
     ("feedback", "alignkit.plugins.feedback.plugin"),
     ("human", "alignkit.plugins.human.plugin"),

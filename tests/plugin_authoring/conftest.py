@@ -109,3 +109,18 @@ def project_copy():
 @pytest.fixture(scope="session")
 def example_dir() -> Path:
     return EXAMPLE
+
+
+@pytest.fixture(scope="session")
+def install_example(make_venv, tmp_path_factory):
+    """``install_example(folder)``: a copy of the example package ``folder`` pip-installed into a
+    fresh venv next to alignkit, as a user would; returns (venv, the copy)."""
+
+    def _install(folder: Path) -> tuple[Venv, Path]:
+        tmp = tmp_path_factory.mktemp(folder.name)
+        env = make_venv(tmp / "venv")
+        source = copy_project(folder, tmp / folder.name)
+        env.pip_install(str(source))
+        return env, source
+
+    return _install

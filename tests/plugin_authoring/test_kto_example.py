@@ -9,14 +9,9 @@ import pytest
 import yaml
 
 
-
 @pytest.fixture(scope="module")
-def kto_venv(make_venv, project_copy, example_dir, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("kto")
-    env = make_venv(tmp / "venv")
-    source = project_copy(example_dir, tmp / "alignkit-kto")
-    env.pip_install(str(source))
-    return env, source
+def kto_venv(install_example, example_dir):
+    return install_example(example_dir)
 
 
 def test_alignkit_plugins_lists_the_plugin_with_its_package(kto_venv):

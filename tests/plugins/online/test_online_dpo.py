@@ -16,7 +16,7 @@ import alignkit.plugins.data.demo as demo_pkg
 from alignkit.core import ConfigError
 from alignkit.core.pipeline import run_pipeline
 from alignkit.core.testing import FAST_OVERRIDES, OptimizerContract, StopAt, compose
-from alignkit.plugins.ppo.online_dpo import online_pairs
+from alignkit.plugins.rl.advantages import best_vs_worst_pairs as online_pairs
 
 PROMPTS = Path(demo_pkg.__file__).parent / "prompts.jsonl"
 

@@ -1,27 +1,32 @@
-"""PPO's pure functions against hand-computed values and a plain-Python reference loop."""
+"""PPO's pure functions (plugins/rl: advantages.py, policy_losses.py, critic.py, kl.py) against hand-computed values and a plain-Python reference loop."""
 
 from __future__ import annotations
 
 import math
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from alignkit.plugins.ppo.losses import (
-    AdaptiveKLController,
-    FixedKLController,
-    RunningMoments,
-    compute_gae,
-    explained_variance,
-    masked_mean,
-    masked_var,
-    penalised_rewards,
-    per_token_kl,
-    policy_loss,
-    value_loss,
-    whiten,
-)
+from alignkit.core.rl import PolicyLossInputs, aggregate, masked_mean
+from alignkit.core.running_moments import RunningMoments
+from alignkit.plugins.rl.advantages import compute_gae, shaped_rewards, whiten
+from alignkit.plugins.rl.critic import explained_variance, masked_var, value_loss
+from alignkit.plugins.rl.kl import AdaptiveKLController, FixedKLController, per_token_kl
+from alignkit.plugins.rl.policy_losses import ppo_clip
+
+
+def policy_loss(new, old, advantages, mask, cliprange=0.2):
+    """``ppo_clip`` averaged over the response tokens, as the RL loop aggregates it (token_mean)."""
+    out = ppo_clip(PolicyLossInputs(new, old, advantages, mask, options={"cliprange": cliprange}))
+    numerator, denominator = aggregate(out.per_token, mask, "token_mean", mask.shape[1])
+    return numerator / denominator, SimpleNamespace(**out.metrics)
+
+
+def penalised_rewards(scores, kl, mask, kl_coef):
+    """PPO's per-token rewards: the KL penalty on every token, the score on the last one."""
+    return shaped_rewards(scores, kl_coef * kl, mask)
 
 
 def t(rows):

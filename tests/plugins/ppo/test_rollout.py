@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 import alignkit.plugins.data.demo as demo_pkg
 from alignkit.core.lm import pack
-from alignkit.plugins.ppo.actor_critic import ActorCritic, critic_from_policy, reference_logprobs, value_head
-from alignkit.plugins.ppo.ppo import prompt_indices
-from alignkit.plugins.ppo.rollout import encode_prompts, generate, response_mask, stop_token_ids
+from alignkit.plugins.rl.actor_critic import ActorCritic, critic_from_policy, reference_logprobs, value_head
+from alignkit.plugins.rl.prompts import prompt_indices
+from alignkit.plugins.rl.rollout import encode_prompts, generate, response_mask, stop_token_ids
 
 PROMPTS = [json.loads(line)["prompt"] for line in
            (Path(demo_pkg.__file__).parent / "prompts.jsonl").read_text().splitlines()]
@@ -107,7 +107,7 @@ def test_packed_forward_matches_a_padded_forward(tiny_model):
 def test_critic_from_a_reward_model_keeps_its_backbone_and_mean_head(tiny_model):
     from transformers import AutoModelForSequenceClassification
 
-    from alignkit.plugins.ppo.actor_critic import critic_from_reward_model
+    from alignkit.plugins.rl.actor_critic import critic_from_reward_model
 
     config = tiny_model.model.config.__class__(**{**tiny_model.model.config.to_dict(), "num_labels": 2})
     torch.manual_seed(0)

@@ -42,8 +42,10 @@ RUNS = {
              "optimizer.eval_prompts=4", "optimizer.trainer.learning_rate=3e-4"],
     "grpo_dr_sequence": ["pipeline=grpo", "optimizer.scale_rewards=false", "optimizer.loss_aggregation=sequence",
                          "optimizer.trainer.learning_rate=3e-4", "optimizer.entropy_coef=0.01"],
-    "rloo": ["pipeline=rloo", "optimizer.trainer.learning_rate=3e-4", "optimizer.eval_prompts=4"],
-    "rloo_k3_normalized": ["pipeline=rloo", "optimizer.kl_estimator=k3", "optimizer.normalize_advantages=true",
+    # recorded with the token-level ratio, rloo's only one then; rloo now defaults to TRL's sequence level
+    "rloo": ["pipeline=rloo", "optimizer.ratio_level=token", "optimizer.trainer.learning_rate=3e-4",
+             "optimizer.eval_prompts=4"],
+    "rloo_k3_normalized": ["pipeline=rloo", "optimizer.ratio_level=token", "optimizer.kl_estimator=k3", "optimizer.normalize_advantages=true",
                            "optimizer.reward_normalize=true", "optimizer.update_epochs=2",
                            "optimizer.trainer.learning_rate=3e-4", "trainer.grad_accum=2"],
     "online_dpo": ["pipeline=online_dpo", "optimizer.samples_per_prompt=4", "optimizer.trainer.learning_rate=1e-3",

@@ -77,22 +77,15 @@ def mean_over_processes(record: dict[str, float], weight: float = 1.0) -> dict[s
     return {k: sum(r.get(k, 0.0) * w for r, w in parts) / total for k in keys}
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """``losses.whiten`` over the masked positions of every process's batch (Bessel-corrected
-    variance, as there): the advantages of one process's rows are scaled like one process's."""
-    if layout()[0] == 1:
-        from alignkit.plugins.ppo.losses import whiten as local_whiten
+class ProcessReducer:
+    """``core.rl.BatchReducer`` over every process of the launch: an estimator's batch-wide
+    statistics (whitening, a global mean) then equal one process's on the whole batch."""
 
-        return local_whiten(x, mask, eps=eps)
-    m = mask.to(x.dtype)
-    sums = torch.stack([(x * m).sum(), m.sum()]).double()
-    s, n = (float(v) for v in sum(D.gather(sums.cpu())))
-    mean = s / max(n, 1.0)
-    squares = float(sum(D.gather(float((((x - mean) ** 2) * m).sum()))))
-    var = squares / max(n, 1.0)
-    if n > 1:
-        var = var * n / (n - 1)
-    return (x - mean) * torch.rsqrt(torch.tensor(var + eps, dtype=x.dtype, device=x.device)) * m
+    def sum(self, value: torch.Tensor) -> torch.Tensor:
+        if layout()[0] == 1:
+            return value
+        parts = D.gather(value.detach().double().cpu())
+        return sum(parts[1:], parts[0]).to(value.device, value.dtype)
 
 
 # -- models placed on the main process only (optimizer.reward_placement / reference_placement = rank0) --
@@ -136,3 +129,11 @@ class MainProcessScorer:
         if name == "model":
             raise AttributeError(name)
         return getattr(self.model, name) if self.model is not None else None
+
+
+def sum_over_processes(record: dict[str, float]) -> dict[str, float]:
+    """Each key's sum over the processes (a key some process lacks counts 0 there); one collective."""
+    if layout()[0] == 1:
+        return dict(record)
+    parts = D.gather(dict(record))
+    return {k: sum(r.get(k, 0.0) for r in parts) for k in sorted({k for r in parts for k in r})}

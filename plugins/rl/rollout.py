@@ -81,7 +81,7 @@ def generate(model: Any, tokenizer: Any, pool: PromptPool, indices: Sequence[int
     backend; transformers ``generate`` when None), in chunks of ``batch_size`` (0: all).
 
     Each chunk is seeded from ``seed`` and its global number (``first_chunk`` + its
-    position here; a process's first chunk under data parallelism, plugins/ppo/sharding.py)
+    position here; a process's first chunk under data parallelism, plugins/rl/sharding.py)
     and the global RNG is restored afterwards, so a resumed run samples the same responses at
     the same step, and N processes sample the chunks one process would. A response keeps its end-of-sequence token (the
     policy chose to stop, and that choice is trained too); tokens after it are dropped.
@@ -139,3 +139,21 @@ def response_mask(lengths: torch.Tensor) -> torch.Tensor:
     """[B, T] float mask with 1 on the first ``lengths[b]`` positions of row b."""
     width = int(lengths.max()) if lengths.numel() else 0
     return (torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)).float()
+
+
+def select(rollout: Rollout, rows: Sequence[int]) -> Rollout:
+    """The rollout's rows ``rows``, in that order."""
+    rows = list(rows)
+    return Rollout(prompts=[rollout.prompts[i] for i in rows], sequences=[rollout.sequences[i] for i in rows],
+                   responses=[rollout.responses[i] for i in rows], response_lengths=rollout.response_lengths[rows],
+                   truncated=rollout.truncated[rows], seconds=rollout.seconds)
+
+
+def concat(rollouts: Sequence[Rollout]) -> Rollout:
+    """The rollouts one after the other (their generation times added)."""
+    return Rollout(prompts=[p for r in rollouts for p in r.prompts],
+                   sequences=[s for r in rollouts for s in r.sequences],
+                   responses=[t for r in rollouts for t in r.responses],
+                   response_lengths=torch.cat([r.response_lengths for r in rollouts]),
+                   truncated=torch.cat([r.truncated for r in rollouts]),
+                   seconds=sum(r.seconds for r in rollouts))

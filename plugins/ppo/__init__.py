@@ -1,1 +1,0 @@
-"""PPO: reinforcement learning from a reward (a reward model or a rule) with a KL penalty."""

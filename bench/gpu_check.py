@@ -113,6 +113,9 @@ def compose(overrides: list[str]):
 
     from alignkit.core.cli import CONFIG_MODULE, CONFIG_NAME, registry, rewrite_overrides
 
+    from alignkit.core.config_defaults import register_config_defaults
+
+    register_config_defaults(registry())  # the option files' schema defaults, as the CLI registers them
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         return hydra_compose(CONFIG_NAME, overrides=rewrite_overrides(overrides, registry().config_searchpath()))
 

@@ -8,8 +8,8 @@
     alignkit runs [DIR]               run directories under DIR (runs/) with their true status
     alignkit resume RUN_DIR           rerun a run with its saved overrides, in its own directory
     alignkit plugin new NAME          write a skeleton package for a new plugin (core/scaffold.py)
-    alignkit <command> ...            a plugin's command (entry-point group ``alignkit.commands``),
-                                      e.g. ``alignkit label serve`` from the human-feedback plugin
+    alignkit <command> ...            any plugin's command (the ``alignkit_commands`` hook, like those
+                                      above), e.g. ``alignkit label serve`` from the human-feedback plugin
 """
 
 from __future__ import annotations
@@ -17,16 +17,18 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 from alignkit.core import distributed, launcher
+from alignkit.core.commands import LEGACY_WARNING
 from alignkit.core.errors import AlignkitError, WaitingForFeedback
 from alignkit.core.registry import Registry
+from alignkit.core.types import CommandEntry
 
 CONFIG_MODULE = "alignkit.conf"
 CONFIG_NAME = "config"
-COMMANDS_GROUP = "alignkit.commands"
 
 _registry: Registry | None = None
 _user_args: list[str] = []
@@ -44,6 +46,8 @@ class _JobExit(SystemExit):
 
 
 def registry() -> Registry:
+    """This process's registry, built once: the CLI resolves commands and runs pipelines with it,
+    and a command (``alignkit evaluate``, ``alignkit data``) takes it rather than building another."""
     global _registry
     if _registry is None:
         _registry = Registry()
@@ -188,38 +192,38 @@ def _run_job(cfg, run_dir: Path) -> None:
         print(f"alignkit: run directory: {run_dir}")
 
 
-def subcommand(name: str):
-    """The function behind ``alignkit <name> ...`` if a plugin declares one, else None."""
-    if not name or "=" in name or name.startswith("-"):
-        return None
-    from importlib.metadata import entry_points
+def subcommand(name: str) -> CommandEntry | None:
+    """The command ``alignkit <name> ...`` runs (``alignkit_commands`` hook), or None when ``name`` is
+    an override or a flag. A bare word no plugin offers is an error listing the commands."""
+    from alignkit.core.commands import command_table, is_command_word, unknown_command
 
-    for ep in entry_points(group=COMMANDS_GROUP):
-        if ep.name == name:
-            return ep.load()
-    return None
+    if not is_command_word(name):
+        return None
+    table = command_table(registry())
+    if name not in table:
+        raise UnknownCommand(unknown_command(name, table))
+    return table[name].entry
+
+
+class UnknownCommand(AlignkitError):
+    """``alignkit <word>`` where no plugin offers the command ``word``."""
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     import hydra
 
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["plugin"]:  # alignkit plugin new NAME: write a plugin skeleton
-        from alignkit.core.scaffold import main as plugin_command
-
-        raise SystemExit(plugin_command(args[1:]))
-    if args[:1] == ["runs"]:  # alignkit runs [DIR]: run directories with their true status
-        from alignkit.core.runs import runs_command
-
-        raise SystemExit(runs_command(args[1:]))
-    if args[:1] == ["resume"]:  # alignkit resume RUN_DIR: its saved overrides, in its own directory
-        from alignkit.core.runs import resume_overrides
-
-        args = resume_overrides(args[1:])
-        print("alignkit: resuming: " + shlex.join(["alignkit", *args]), file=sys.stderr)
-    command = subcommand(args[0]) if args else None
-    if command is not None:
-        raise SystemExit(command(args[1:]))
+    if args[:1] == ["--plugins"]:  # the older spelling of `alignkit plugins`
+        args[0] = "plugins"
+    # Python hides DeprecationWarning outside __main__; a plugin author should see this one
+    warnings.filterwarnings("default", category=DeprecationWarning, message=LEGACY_WARNING)
+    try:  # alignkit <command> ...: plugins, runs, resume, evaluate, label, a plugin's own (alignkit_commands)
+        command = subcommand(args[0]) if args else None
+        if command is not None:
+            raise SystemExit(command.run(args[1:]))
+    except AlignkitError as exc:
+        print(f"alignkit: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     if "--help" in args or "-h" in args:  # alignkit's own help; Hydra's is --hydra-help
         from alignkit.core.usage import print_usage
 
@@ -231,9 +235,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.getLogger("alignkit").setLevel(logging.INFO)
     try:
         reg = registry()
-        if args and args[0] in ("plugins", "--plugins"):
-            list_plugins(reg)
-            return
         searchpath = reg.config_searchpath()
     except AlignkitError as exc:
         print(f"alignkit: error: {exc}", file=sys.stderr)
@@ -242,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     from alignkit.core.rundir import register_resolvers
 
     register_resolvers()  # ${alignkit_run_name:...} in hydra.run.dir / hydra.sweep.dir
+    from alignkit.core.config_defaults import register_config_defaults
+
+    register_config_defaults(reg)  # the option files' /dataclass_defaults/... (core/config_defaults.py)
     app = hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME)(_task)
     app()
     if _sweep_dirs and distributed.is_main_process():  # the end of a multirun: the folder to report on

@@ -8,7 +8,6 @@ directory: a stage trains from the last ``model`` artifact of the stages before 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import time
 import traceback
@@ -20,8 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 from alignkit.core import distributed
 from alignkit.core.engine import Engine, TrainerConfig
 from alignkit.core.errors import AlignkitError, ConfigError, WaitingForFeedback
+from alignkit.core.interfaces import runs_data_parallel
+from alignkit.core.options import build_component, did_you_mean, options_instance, validate_config  # noqa: F401 (re-exported)
 from alignkit.core.registry import Registry
 from alignkit.core.rundir import RunDir
+from alignkit.core.task import resolve_task
 from alignkit.core.types import LoadedModel, ModelRole, ModelSpec, StageResult
 
 if TYPE_CHECKING:
@@ -42,40 +44,6 @@ def _plain(node: Any) -> dict:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
 
 
-def did_you_mean(unknown: list[str], allowed: Any) -> str:
-    """`` (did you mean 'beta'?)`` for each unknown name with a close allowed one, else ``""``."""
-    hints = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, sorted(allowed), n=1)
-        if close:
-            hints.append(f"'{close[0]}'" if len(unknown) == 1 else f"'{close[0]}' for '{name}'")
-    return f" (did you mean {', '.join(hints)}?)" if hints else ""
-
-
-def validate_config(entry_kind: str, name: str, schema: type | None, node: Any) -> DictConfig:
-    """Merge ``node`` into the entry's schema: unknown keys and wrong types are errors."""
-    node = OmegaConf.create({}) if node is None else node
-    if schema is None:
-        return node if isinstance(node, DictConfig) else OmegaConf.create(node)
-    base = OmegaConf.structured(schema)
-    data = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-    data.pop("name", None)
-    allowed = {f.name for f in dataclasses.fields(schema)}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"{entry_kind} '{name}' has no option {', '.join(repr(u) for u in unknown)}"
-            f"{did_you_mean(unknown, allowed)}; its options are: {', '.join(sorted(allowed))}"
-        )
-    try:
-        merged = OmegaConf.merge(base, data)
-    except Exception as exc:  # omegaconf's validation error says which key and type
-        raise ConfigError(f"{entry_kind} '{name}': {exc}") from exc
-    OmegaConf.set_struct(merged, False)
-    merged.name = name
-    return merged
-
-
 class RunContext:
     """What every stage and lifecycle hook can see of the run."""
 
@@ -86,6 +54,7 @@ class RunContext:
         self.loggers: list[MetricsLogger] = []
         self._stop = False
         self._data: DataSource | None = None
+        self._stage_data: dict[str, DataSource] = {}  # sources of stages with their own `data:` options
         self.generators: dict[str, Generator] = {}  # generation backends built so far, by name
 
     def request_stop(self) -> None:
@@ -101,9 +70,28 @@ class RunContext:
         """The configured data source, built on first use."""
         if self._data is None:
             data_cfg = self.cfg.data
-            entry = self.registry.get("data_source", data_cfg.name)
-            self._data = entry.factory(validate_config("data source", entry.name, entry.config_schema, data_cfg))
+            self._data = build_component(self.registry, "data_source", str(data_cfg.name), data_cfg, self,
+                                         group="data source")
         return self._data
+
+    def data_for(self, options: Any = None, stage: str | None = None) -> DataSource:
+        """The data source of a stage with its own ``data:`` options (``{preferences: harmless}``): the
+        configured source built with those options over the run's (a ``name`` other than the run's
+        starts afresh from them), once per distinct set of options; without options, ``data``."""
+        overrides = _plain(options)
+        if not overrides:
+            return self.data
+        key = repr(sorted(overrides.items()))
+        if key not in self._stage_data:
+            run_node = _plain(self.cfg.data)
+            other_source = overrides.get("name", run_node["name"]) != run_node["name"]
+            node = overrides if other_source else {**run_node, **overrides}
+            try:
+                self._stage_data[key] = build_component(self.registry, "data_source", str(node["name"]), node, self,
+                                                        group="data source")
+            except ConfigError as exc:
+                raise ConfigError(f"stage '{stage}' reads its own data {overrides}: {exc}") from exc
+        return self._stage_data[key]
 
     def model_spec(self, node: Any = None) -> ModelSpec:
         node = self.cfg.model if node is None else node
@@ -141,10 +129,11 @@ class StageContext:
     trainer: DictConfig
     policy: ModelSpec
     previous: dict[str, StageResult]
+    data_options: Any = None  # the stage's own `data:` options over the run's (pipeline yaml), if any
 
     @property
     def data(self) -> DataSource:
-        return self.run.data
+        return self.run.data_for(self.data_options, self.name)
 
     def load_model(self, role: ModelRole = "policy", spec: ModelSpec | None = None) -> LoadedModel:
         return self.run.registry.load_model(spec or self.policy, role)
@@ -153,11 +142,9 @@ class StageContext:
         self.run.log(self.name, step, metrics)
 
     def trainer_settings(self) -> TrainerConfig:
-        """The stage's validated ``trainer`` node (global defaults merged with the optimizer's own)."""
-        node = validate_config("trainer", "trainer", TrainerConfig, self.trainer)
-        data = OmegaConf.to_container(node, resolve=True)
-        data.pop("name", None)
-        return TrainerConfig(**data)
+        """The stage's validated ``trainer`` settings (see ``stage_trainer`` for their precedence)."""
+        return options_instance("trainer", "trainer", TrainerConfig,
+                                validate_config("trainer", "trainer", TrainerConfig, self.trainer))
 
     def engine(self) -> Engine:
         """A training engine that logs to this stage and stops when a hook requests it."""
@@ -167,17 +154,19 @@ class StageContext:
     def artifact(self, path: Path) -> str:
         return str(path.resolve().relative_to(self.run.run_dir.path))
 
-    def find_artifact(self, name: str) -> Path | None:
-        """The newest earlier stage's artifact ``name`` (e.g. ``reward_model``), as an absolute path."""
-        return find_artifact(self.run, self.previous, name)
+    def find_artifact(self, name: str, stage: str | None = None) -> Path | None:
+        """The newest earlier stage's artifact ``name`` (e.g. ``reward_model``), as an absolute path;
+        with ``stage``, that stage's own (``reward_safe``'s, when two stages train a reward model)."""
+        return find_artifact(self.run, self.previous, name, stage)
 
     def dataset(self, kind: str, split: str) -> datasets.Dataset | None:
         """``sft``, ``preferences`` or ``prompts`` records for ``split``.
 
         An earlier stage that produced an artifact of that name (AI labels, revised answers)
         wins over the configured data source: that is how RLAIF feeds DPO or a reward model.
+        The stage's own ``data:`` options win over both for the kinds they name.
         """
-        return stage_dataset(self.run, self.previous, kind, split)
+        return stage_dataset(self.run, self.previous, kind, split, self.data_options, self.name)
 
     def sample_prompts(self, split: str, *, limit: int = -1, prompt_filter: str | None = None, seed: int = 0,
                        option: str = "prompt_filter") -> list[Any]:
@@ -212,33 +201,34 @@ class StageContext:
         node = self.run.cfg.get("generation")
         name = str(node.get("name")) if node is not None and node.get("name") else "transformers"
         cache = self.run.generators
-        if name not in cache:
-            entry = self.run.registry.get("generator", name)
-            cfg = validate_config("generation", entry.name, entry.config_schema,
-                                  node if node is not None else OmegaConf.create({"name": name}))
-            cache[name] = entry.factory(cfg)
+        if name not in cache:  # ctx: the RunContext, as the backend serves every stage of the run
+            cache[name] = build_component(self.run.registry, "generator", name,
+                                          node if node is not None else {"name": name}, self.run, group="generation")
         return cache[name]
 
     def _component(self, kind: str, node: Any) -> Any:
         group = {"preference_model": "preference_model", "feedback_provider": "feedback"}[kind]
         if node is None or node.get("name") is None:
             raise ConfigError(f"stage '{self.name}' needs a {group}: add {group}=<name> to the command line")
-        entry = self.run.registry.get(kind, str(node.get("name")))
-        cfg = validate_config(group, entry.name, entry.config_schema, node)
-        return entry.factory(cfg, self)
+        return build_component(self.run.registry, kind, str(node.get("name")), node, self, group=group)
 
 
-def find_artifact(run: RunContext, previous: Mapping[str, StageResult], name: str) -> Path | None:
-    for result in reversed(list(previous.values())):
+def find_artifact(run: RunContext, previous: Mapping[str, StageResult], name: str,
+                  stage: str | None = None) -> Path | None:
+    results = list(previous.values()) if stage is None else [previous[stage]] if stage in previous else []
+    for result in reversed(results):
         if name in result.artifacts:
             return run.run_dir.path / result.artifacts[name]
     return None
 
 
-def stage_dataset(run: RunContext, previous: Mapping[str, StageResult], kind: str, split: str) -> Any:
+def stage_dataset(run: RunContext, previous: Mapping[str, StageResult], kind: str, split: str,
+                  data_options: Any = None, stage: str | None = None) -> Any:
     if kind not in DATA_KINDS:
         raise ConfigError(f"unknown data kind '{kind}'; the kinds are: {', '.join(DATA_KINDS)}")
-    folder = find_artifact(run, previous, kind)
+    own = _plain(data_options)
+    # a stage's own `data: {preferences: ...}` is what it reads, whatever earlier stages produced
+    folder = None if kind in own or f"eval_{kind}" in own else find_artifact(run, previous, kind)
     if folder is not None:
         file = folder / f"{split}.jsonl"
         if not file.exists():
@@ -249,7 +239,7 @@ def stage_dataset(run: RunContext, previous: Mapping[str, StageResult], kind: st
 
         rows = read_jsonl(file)
         return datasets.Dataset.from_list(rows) if rows else None
-    return getattr(run.data, kind)(split)
+    return getattr(run.data_for(data_options, stage), kind)(split)
 
 
 def stage_plan(cfg: DictConfig) -> list[DictConfig]:
@@ -334,67 +324,124 @@ def write_rounds(rd: RunDir, plan: list[DictConfig]) -> None:
         atomic_write_text(rd.path / ROUNDS, "".join(json.dumps(row) + "\n" for row in rows.values()))
 
 
-def optimizer_config(cfg: DictConfig, registry: Registry, stage: DictConfig) -> tuple[Any, DictConfig]:
-    """A stage's optimizer entry and ``(validated options, its own trainer node or None)``: the
+def stage_options_node(cfg: DictConfig, stage: DictConfig) -> dict:
+    """A stage's optimizer options as a plain dict, ``trainer`` left out (``stage_trainer``): the
     ``optimizer`` node when the stage runs ``${optimizer.name}``, merged with the stage's ``config``."""
+    node: Any = OmegaConf.create({})
+    if _runs_configured_optimizer(cfg, stage):
+        node = cfg.optimizer
+    if stage.get("config"):
+        node = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(node, resolve=True)), stage.config)
+    data = OmegaConf.to_container(node, resolve=True)
+    data.pop("trainer", None)
+    return data
+
+
+def optimizer_config(cfg: DictConfig, registry: Registry, stage: DictConfig) -> tuple[Any, tuple[DictConfig, DictConfig]]:
+    """A stage's optimizer entry and ``(validated options, its trainer settings)``: the options as
+    ``stage_options_node`` merges them, the settings as ``stage_trainer`` layers them."""
     name = str(stage.optimizer)
     entry = registry.get("optimizer", name)
-    node: Any = OmegaConf.create({})
-    if cfg.get("optimizer") is not None and cfg.optimizer.get("name") == name:
-        node = cfg.optimizer
-    if stage.get("config"):  # may add keys (a stage's own trainer.max_steps); the schemas check them below
-        node = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(node, resolve=True)), stage.config)
-    node = OmegaConf.to_container(node, resolve=True)
-    trainer_override = node.pop("trainer", None) if isinstance(node, dict) else None
-    return entry, (validate_config("optimizer", name, entry.config_schema, node), trainer_override)
+    options = validate_config("optimizer", name, entry.config_schema, stage_options_node(cfg, stage))
+    return entry, (options, stage_trainer(cfg, stage))
 
 
-_COMMAND_LINES: dict[int, tuple[Any, list[str]]] = {}
+def _runs_configured_optimizer(cfg: DictConfig, stage: DictConfig) -> bool:
+    return cfg.get("optimizer") is not None and cfg.optimizer.get("name") == str(stage.optimizer)
 
 
-def remember_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """Record the command-line overrides ``cfg`` was composed with, for a caller that composes
-    through Hydra's compose API (tests, benchmarks) rather than the ``alignkit`` app."""
-    import weakref
+def stage_settings_key(cfg: DictConfig, stage: DictConfig) -> str | None:
+    """The top-level node a stage's options come from: ``optimizer`` for the stage that runs
+    ``${optimizer.name}``, ``label`` for ``config: ${label}``; None for options written in the stage."""
+    if _runs_configured_optimizer(cfg, stage):
+        return "optimizer"
+    text = OmegaConf.to_container(stage, resolve=False).get("config")
+    if isinstance(text, str) and text.startswith("${") and text.endswith("}"):
+        return text[2:-1]
+    return None
 
-    key = id(cfg)
-    _COMMAND_LINES[key] = (weakref.ref(cfg), list(overrides))
-    weakref.finalize(cfg, _COMMAND_LINES.pop, key, None)
-    return cfg
 
-
-def _command_line(cfg: DictConfig) -> list[str]:
-    known = _COMMAND_LINES.get(id(cfg))
-    if known is not None and known[0]() is cfg:
-        return known[1]
+def command_line_overrides() -> list[str]:
+    """The overrides of this job as Hydra records them (``hydra.overrides.task``): under the
+    ``alignkit`` app, and under ``alignkit.core.testing.compose``, which sets ``HydraConfig`` as
+    ``@hydra.main`` does (``as_hydra_job``). Empty for a config Hydra did not compose."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        return list(HydraConfig.get().overrides.task)
+        # unresolved: an override may hold an interpolation (pipeline.stages=[{config: ${label}}])
+        return [str(o) for o in OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)]
     except (ImportError, ValueError):
         return []
 
 
+def _command_line(cfg: DictConfig | None = None) -> list[str]:  # the name core/preflight.py imports
+    return command_line_overrides()
+
+
+def as_hydra_job(cfg: DictConfig) -> DictConfig:
+    """For a caller of Hydra's compose API (``compose(..., return_hydra_config=True)``): record the
+    job's ``hydra`` node in ``HydraConfig`` as ``@hydra.main`` does, and return the config without it."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def _command_line_trainer(cfg: DictConfig, key: str | None) -> DictConfig:
+    """The trainer keys this job's command line set, with their composed values: ``trainer.K`` for
+    every stage, then ``<key>.trainer.K`` (``optimizer.trainer.K``) for the stage whose options
+    live at ``key`` (the more specific one wins)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    general, specific = OmegaConf.create({}), OmegaConf.create({})
+    prefix = f"{key}.trainer." if key else None
+    # only overrides that can set a trainer key are parsed: the others may be anything Hydra took
+    mentioned = [o for o in command_line_overrides() if "trainer" in o.split("=", 1)[0]]
+    for override in OverridesParser.create().parse_overrides(mentioned):
+        name = override.key_or_group
+        if override.is_delete() or override.package is not None:
+            continue
+        for target, start in ((general, "trainer."), (specific, prefix)):
+            if start and name.startswith(start):
+                value = OmegaConf.select(cfg, name, default=None)
+                if value is not None:
+                    OmegaConf.update(target, name[len(start):], value, force_add=True)
+    return OmegaConf.merge(general, specific)
+
+
+def stage_trainer(cfg: DictConfig, stage: DictConfig) -> DictConfig:
+    """A stage's trainer settings, the one place they are layered. Precedence, highest first:
+
+    1. the command line: ``trainer.K=v`` (every stage), ``optimizer.trainer.K=v`` (the stage that
+       runs ``${optimizer.name}``; ``label.trainer.K=v`` for ``config: ${label}``);
+    2. the pipeline stage: its ``config: {trainer: {...}}`` (conf/pipeline/dpo.yaml);
+    3. the optimizer file: its ``trainer:`` node (conf/optimizer/ppo.yaml);
+    4. the trainer defaults: ``trainer.*`` of conf/config.yaml over ``TrainerConfig``.
+
+    Which keys the command line set is read from Hydra's record of the job's overrides
+    (``command_line_overrides``), never from ``sys.argv``."""
+    layers: list[Any] = [cfg.trainer]
+    if _runs_configured_optimizer(cfg, stage) and cfg.optimizer.get("trainer") is not None:
+        layers.append(cfg.optimizer.trainer)
+    config = stage.get("config")
+    if isinstance(config, DictConfig) and config.get("trainer") is not None:
+        layers.append(config.trainer)
+    layers.append(_command_line_trainer(cfg, stage_settings_key(cfg, stage)))
+    return OmegaConf.merge(*layers)
+
+
 def explicit_trainer(cfg: DictConfig) -> DictConfig:
-    """The ``trainer.*`` keys the user set on the command line, with their composed values.
-
-    Precedence is defaults < an optimizer file's (or pipeline stage's) own ``trainer:`` node <
-    the command line, so ``alignkit pipeline=dpo trainer.max_steps=5`` means 5 steps even though
-    the dpo pipeline sets its own.
-    """
-    explicit = OmegaConf.create({})
-    for item in _command_line(cfg):
-        key = item.split("=", 1)[0].lstrip("+")
-        if key.startswith("trainer.") and "=" in item:
-            value = OmegaConf.select(cfg, key, default=None)
-            OmegaConf.update(explicit, key[len("trainer."):], value, force_add=True)
-    return explicit
+    """The ``trainer.*`` keys this job's command line set (kept for callers of 1.0)."""
+    return _command_line_trainer(cfg, None)
 
 
-def _has_data(run: RunContext, previous: Mapping[str, StageResult], kind: str) -> bool:
+def _has_data(run: RunContext, previous: Mapping[str, StageResult], kind: str, stage: DictConfig) -> bool:
     if kind not in DATA_KINDS:
         raise ConfigError(f"unknown data kind '{kind}' in a pipeline stage's 'requires'")
-    return stage_dataset(run, previous, kind, "train") is not None
+    return stage_dataset(run, previous, kind, "train", stage.get("data"), str(stage.name)) is not None
 
 
 def run_pipeline(cfg: DictConfig, run_dir: str | Path, registry: Registry | None = None) -> RunDir:
@@ -441,7 +488,7 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, registry: Registry | None
                 continue
             else:
                 requires = stage.get("requires")
-                if requires and not _has_data(run, previous, str(requires)):
+                if requires and not _has_data(run, previous, str(requires), stage):
                     if stage.get("optional", False):
                         rd.set_stage(name, "skipped")
                         log.info("stage %s skipped: no %s data configured", name, requires)
@@ -450,15 +497,17 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, registry: Registry | None
                         f"stage '{name}' of pipeline '{cfg.pipeline.name}' needs {requires} data, "
                         f"and data '{cfg.data.name}' provides none"
                     )
-                entry, (opt_cfg, trainer_override) = optimizer_config(cfg, registry, stage)
-                trainer = OmegaConf.merge(cfg.trainer, trainer_override or {}, explicit_trainer(cfg))
+                entry, (opt_cfg, trainer) = optimizer_config(cfg, registry, stage)
+                # `prompt_filter: task`, `scorers: [task]`: what the stage's data declares (core/task.py)
+                opt_cfg = resolve_task(opt_cfg, lambda: run.data_for(stage.get("data"), name))
                 ctx = StageContext(run=run, name=name, index=index, dir=rd.stage_dir(index, name),
-                                   config=opt_cfg, trainer=trainer, policy=policy, previous=dict(previous))
+                                   config=opt_cfg, trainer=trainer, policy=policy, previous=dict(previous),
+                                   data_options=stage.get("data"))
                 rd.set_stage(name, "running")
                 run._stop = False
                 started = time.time()
-                optimizer = entry.factory(opt_cfg)
-                if getattr(optimizer, "data_parallel", True):
+                optimizer = build_component(registry, "optimizer", entry.name, opt_cfg, ctx)
+                if runs_data_parallel(optimizer):
                     result = optimizer.run(ctx)
                 else:  # labelling, evaluation: the main process works, the others take its result
                     result = distributed.run_on_main(lambda: optimizer.run(ctx))
@@ -504,8 +553,6 @@ def _build_loggers(run: RunContext) -> list[MetricsLogger]:
     node = run.cfg.get("logger") or {}
     loggers = []
     for name in node.get("enabled", []) or []:
-        entry = run.registry.get("logger", str(name))
-        options = node.get(str(name), {}) or {}
-        cfg = validate_config("logger", entry.name, entry.config_schema, options)
-        loggers.append(entry.factory(cfg, run.run_dir.path))
+        options = node.get(str(name), {}) or {}  # ctx: the RunContext (run.run_dir.path is the folder)
+        loggers.append(build_component(run.registry, "logger", str(name), options, run))
     return loggers

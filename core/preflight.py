@@ -36,8 +36,9 @@ INTERNAL_GROUPS = {"hydra": None, "accelerate": "launcher.config", "constitution
 (``launcher.config=ddp``, ``feedback.constitution=default``)."""
 
 GROUP_KIND = {"preference_model": "preference_model", "feedback": "feedback_provider", "generation": "generator",
-              "data": "data_source"}
-"""Config group -> registry kind of the component it builds."""
+              "data": "data_source", "critic": "feedback_provider"}
+"""Config group -> registry kind of the component it builds (``critic``: the feedback provider that
+critiques and revises in the critique_revise stage, apart from ``feedback``, the labeler)."""
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,12 @@ _SAMPLES_AND_JUDGES = ("feedback", "generation")
 BUILTIN_USES: dict[str, Uses] = {
     "sft": Uses(), "dpo": Uses(), "cpo": Uses(), "orpo": Uses(),
     "ppo": Uses(_SAMPLES_AND_SCORES), "grpo": Uses(_SAMPLES_AND_SCORES), "rloo": Uses(_SAMPLES_AND_SCORES),
-    "online_dpo": Uses(_SAMPLES_AND_SCORES),
+    "online_dpo": Uses(_SAMPLES_AND_SCORES), "dr_grpo": Uses(_SAMPLES_AND_SCORES), "dapo": Uses(_SAMPLES_AND_SCORES),
+    "gspo": Uses(_SAMPLES_AND_SCORES), "reinforce_pp": Uses(_SAMPLES_AND_SCORES),
     "reward": Uses(policy=False),
     "best_of_n": Uses(_SAMPLES_AND_SCORES, trains=False, policy=False),
     "label": Uses(_SAMPLES_AND_JUDGES, trains=False, policy=False),
-    "critique_revise": Uses(_SAMPLES_AND_JUDGES, trains=False, policy=False),
+    "critique_revise": Uses(("critic", "generation"), trains=False, policy=False),
     # and the configured preference_model / feedback when its preference_model / win_rate options are on
     "evaluate": Uses(("generation",), trains=False, policy=False),
 }
@@ -73,7 +75,7 @@ CALLABLE_OPTIONS = ("fn", "prompt_filter", "scorers")
 
 MODEL_OPTIONS = {("preference_model", "bradley_terry"): ("path", "folder"),
                  ("preference_model", "judge"): ("model", "model"),
-                 ("feedback", "constitution"): ("model", "model")}
+                 ("feedback", "constitution"): ("model", "model"), ("critic", "constitution"): ("model", "model")}
 """Options that name a model: a reward-model folder, or a local judge model (``backend=local``)."""
 
 
@@ -119,11 +121,12 @@ def preflight(cfg: DictConfig, registry: Registry) -> Plan:
 
     check = _Checker(cfg, registry)
     plan = stage_plan(cfg)
+    check.stage_optimizers = {str(s.name): str(s.optimizer) for s in plan}
     check.component("data", cfg.get("data"), required_by=None)
     stages = [check.stage(index, stage, plan[:index - 1]) for index, stage in enumerate(plan, start=1)]
     check.component("generation", cfg.get("generation") or OmegaConf.create({"name": "transformers"}),
                     required_by=None)
-    for group in ("feedback", "preference_model"):  # feedback=reward_model uses the preference model
+    for group in ("critic", "feedback", "preference_model"):  # feedback=reward_model uses the preference model
         if group in check.used or (check.unknown_optimizers and _configured(cfg.get(group))):
             check.component(group, cfg.get(group), required_by=check.used.get(group))
     model = str(cfg.model.get("name_or_path"))
@@ -135,7 +138,8 @@ def preflight(cfg: DictConfig, registry: Registry) -> Plan:
     warnings = _ignored_overrides(cfg, plan, registry)
     for warning in warnings if distributed.is_main_process() else ():
         log.warning("alignkit: %s", warning)
-    components = {group: _component_line(cfg.get(group)) for group in ("preference_model", "feedback", "generation")
+    components = {group: _component_line(cfg.get(group)) for group in ("preference_model", "feedback", "critic",
+                                                                        "generation")
                   if _configured(cfg.get(group))}
     return Plan(str(cfg.pipeline.get("name")), model, str(cfg.data.get("name")), components, stages, warnings)
 
@@ -149,6 +153,7 @@ class _Checker:
         self.used: dict[str, str | None] = {}  # group -> the first stage that needs it (None: may use it)
         self.unknown_optimizers = False
         self.references: set[str] = set()
+        self.stage_optimizers: dict[str, str] = {}  # stage name -> its optimizer, every stage of the plan
 
     def attempt(self, fn: Callable[[], Any], context: str = "") -> Any:
         try:
@@ -160,7 +165,7 @@ class _Checker:
     # -- stages -------------------------------------------------------------------------
     def stage(self, index: int, stage: DictConfig, before: Sequence[DictConfig]) -> PlannedStage:
         from alignkit.core.engine import TrainerConfig
-        from alignkit.core.pipeline import explicit_trainer, optimizer_config, validate_config
+        from alignkit.core.pipeline import optimizer_config, validate_config
 
         name, optimizer = str(stage.name), str(stage.optimizer)
         key = _settings_key(self.cfg, stage)
@@ -168,23 +173,38 @@ class _Checker:
         uses = BUILTIN_USES.get(optimizer)
         self.unknown_optimizers |= uses is None
         row = PlannedStage(index, name, optimizer, _reads(stage), _starts_from(self.cfg, before))
+        if stage.get("data") is not None:
+            self.stage_data(name, stage.get("data"))
         found = self.attempt(lambda: optimizer_config(self.cfg, self.registry, stage), context)
         if found is None:
             return row
-        entry, (options, trainer_override) = found
-        trainer = self.attempt(lambda: validate_config(
-            "trainer", "trainer", TrainerConfig,
-            OmegaConf.merge(self.cfg.trainer, trainer_override or {}, explicit_trainer(self.cfg))), context)
+        entry, (options, layered) = found  # layered: pipeline.stage_trainer's precedence
+        trainer = self.attempt(lambda: validate_config("trainer", "trainer", TrainerConfig, layered), context)
         if trainer is not None and (uses is None or uses.trains):
             row.settings = {"max_steps": trainer.max_steps, "lr": trainer.learning_rate,
                             "batch_size": trainer.batch_size}
         row.changed = _changed_options(entry.config_schema, options)
         self.callables(options, key)
+        check = getattr(entry.factory, "preflight", None)  # e.g. RL: the parts its options name exist and fit
+        if check is not None:
+            self.attempt(lambda: check(options, self.registry), context)
         for group in uses.components if uses is not None else ():
             self.need(group, name)
         if optimizer == "evaluate":
             self.evaluate(name, options, before)
         return row
+
+    def stage_data(self, name: str, own: Any) -> None:
+        """A stage's own ``data:`` options (``{preferences: harmless}``), checked as the data source
+        they build over the run's (core/pipeline.py ``RunContext.data_for``)."""
+        if not isinstance(own, DictConfig):
+            self.problems.append(f"stage '{name}': data must be a mapping of data options, e.g. "
+                                 f"{{preferences: pairs.jsonl}}, not {own!r}")
+            return
+        run_node = OmegaConf.to_container(self.cfg.data, resolve=True)
+        mine = OmegaConf.to_container(own, resolve=True)
+        node = mine if mine.get("name", run_node.get("name")) != run_node.get("name") else {**run_node, **mine}
+        self.component("data", OmegaConf.create(node), required_by=name, key=f"stage '{name}' data")
 
     def evaluate(self, name: str, options: DictConfig, before: Sequence[DictConfig]) -> None:
         """The evaluate stage scores with a configured preference model and judges with a configured
@@ -218,7 +238,9 @@ class _Checker:
                                  f"{', '.join(self.choices(group))}> to the command line")
 
     def choices(self, group: str) -> list[str]:
-        registered = set(self.registry.components(GROUP_KIND[group])) if group in GROUP_KIND else set()
+        # a critic is a feedback provider that can also critique and revise: its conf/critic/ options
+        registered = set(self.registry.components(GROUP_KIND[group])) if group in GROUP_KIND and group != "critic" \
+            else set()
         return sorted(registered | set(group_options(group, self.registry.config_searchpath())))
 
     # -- components ---------------------------------------------------------------------
@@ -243,9 +265,14 @@ class _Checker:
             by = f" (stage '{required_by}' uses it)" if required_by else ""
             self.problems.append(f"{key}={entry.name} needs {key}.{required[0]}={required[1]}{by}")
         self.callables(options, key)
+        if group == "data" and hasattr(options.get("task"), "get"):  # data=files: task.verifier, task.scorers
+            self.callables({"prompt_filter": options.task.get("verifier"), "scorers": options.task.get("scorers")},
+                           f"{key}.task", names={"prompt_filter": "verifier"})
         model_option = MODEL_OPTIONS.get((group, entry.name))
         if model_option is not None:
             self.model_option(key, options, *model_option)
+        if (group, entry.name) == ("preference_model", "bradley_terry") and options.get("stage"):  # its reward stage
+            self.reads_stage(key, str(options.get("stage")), "reward")
         if group == "feedback" and entry.name == "reward_model":  # it scores with the preference model
             by = f" (stage '{required_by}' uses it)" if required_by else ""
             self.need("preference_model", required_by, who=f"feedback=reward_model{by}")
@@ -255,17 +282,32 @@ class _Checker:
                 if isinstance(member_node, DictConfig):
                     self.component(group, member_node, required_by, key=f"{key}.members.{member}")
 
-    def callables(self, options: Any, key: str) -> None:
+    def reads_stage(self, key: str, stage: str, optimizer: str) -> None:
+        from alignkit.core.pipeline import did_you_mean
+
+        stages = self.stage_optimizers
+        producers = [s for s, o in stages.items() if o == optimizer]
+        if stages.get(stage) != optimizer:
+            what = f"stage '{stage}' runs optimizer '{stages[stage]}'" if stage in stages else \
+                f"no stage is named '{stage}'{did_you_mean([stage], producers)}"
+            self.problems.append(f"{key}.stage={stage}: {what}; the stages that run optimizer '{optimizer}': "
+                                 f"{', '.join(producers) or 'none'}")
+
+    def callables(self, options: Any, key: str, names: dict[str, str] | None = None) -> None:
+        """Import every function an option names; ``task`` (what the data declares, core/task.py)
+        is the data source's to name."""
         from alignkit.core.callables import load_callable
+        from alignkit.core.task import TASK
 
         for option in CALLABLE_OPTIONS:
             value = options.get(option) if hasattr(options, "get") else None
             if not value:
                 continue
             specs = [value] if isinstance(value, str) else list(value)
-            what = f"{key}.{option}" + (" entry" if option == "scorers" else "")
+            what = f"{key}.{(names or {}).get(option, option)}" + (" entry" if option == "scorers" else "")
             for spec in specs:
-                self.attempt(lambda spec=spec, what=what: load_callable(str(spec), what=what))
+                if str(spec) != TASK:
+                    self.attempt(lambda spec=spec, what=what: load_callable(str(spec), what=what))
 
     def model_option(self, group: str, options: Any, option: str, kind: str) -> None:
         value = options.get(option)
@@ -402,7 +444,9 @@ def _reads(stage: DictConfig) -> str:
     requires = stage.get("requires")
     if not requires:
         return "-"
-    return f"{requires} (optional)" if stage.get("optional", False) else str(requires)
+    own = stage.get("data")  # the stage's own data options: `preferences (preferences=harmless)`
+    mine = f" ({', '.join(f'{k}={_short(v)}' for k, v in own.items())})" if isinstance(own, DictConfig) else ""
+    return f"{requires}{mine} (optional)" if stage.get("optional", False) else f"{requires}{mine}"
 
 
 def _starts_from(cfg: DictConfig, before: Sequence[DictConfig]) -> str:

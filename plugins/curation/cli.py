@@ -1,5 +1,5 @@
-"""``alignkit data inspect DATA`` and ``alignkit data generate``: plugin commands (entry-point
-group ``alignkit.commands``, name ``data``), dispatched by core/cli.py.
+"""``alignkit data inspect DATA`` and ``alignkit data generate``: the curation plugin's
+command (its ``alignkit_commands`` hook, name ``data``), dispatched by core/cli.py.
 
 DATA is a file, folder or hub id read like ``data=files data.sft=DATA`` (any format
 docs/data.md lists), a Self-Instruct seed task file (records with ``instances``), or
@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,6 +37,9 @@ def _compose_data(overrides: Sequence[str], registry: Any) -> Any:
         raise ConfigError(f"alignkit data: only data=... and data.key=value overrides are read here, "
                           f"not {' '.join(bad)}")
     args = rewrite_overrides(list(overrides), registry.config_searchpath())
+    from alignkit.core.config_defaults import register_config_defaults
+
+    register_config_defaults(registry)  # the option files' schema defaults
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
@@ -47,15 +51,20 @@ def _compose_data(overrides: Sequence[str], registry: Any) -> Any:
     return cfg.data
 
 
+@dataclass(frozen=True)
+class CommandContext:
+    """The ``ctx`` a data source built by ``alignkit data`` receives: there is no run, and what a
+    curation source reads of one is the registry its nested sources and teacher are built through."""
+
+    registry: Any
+
+
 def build_source(overrides: Sequence[str], registry: Any) -> Any:
-    from alignkit.core.pipeline import validate_config
+    from alignkit.core.options import build_component
 
     node = _compose_data(overrides, registry)
-    entry = registry.get("data_source", str(node.name))
-    source = entry.factory(validate_config("data source", entry.name, entry.config_schema, node))
-    if getattr(source, "registry", "absent") is None:
-        source.registry = registry
-    return source
+    return build_component(registry, "data_source", str(node.name), node, CommandContext(registry),
+                           group="data source")
 
 
 def _is_seed_file(spec: str) -> bool:
@@ -93,8 +102,10 @@ def read_examples(data: Sequence[str], *, split: str, fmt: str, registry: Any) -
         tasks = read_seed_tasks(Path(first).expanduser(), first)
         examples = [example(sft_messages(t.instruction, i, o)) for t in tasks for i, o in t.instances]
         return examples, {"file": first, "format": "self_instruct seed tasks", "tasks": len(tasks)}
-    entry = registry.get("data_source", "files")
-    source = entry.factory({"sft": first, "eval_fraction": 0.0, "format": fmt})
+    from alignkit.core.options import build_component
+
+    source = build_component(registry, "data_source", "files", {"sft": first, "eval_fraction": 0.0, "format": fmt},
+                             None, group="data source")
     dataset = source.sft("train")
     formats = getattr(source, "formats", {})
     return [example(m) for m in dataset["messages"]], {"file": first, "format": formats.get("sft", fmt)}
@@ -119,13 +130,13 @@ def _quality(ns: argparse.Namespace) -> Any:
 
 
 def inspect_data(ns: argparse.Namespace, registry: Any = None) -> tuple[Path, dict[str, Any]]:
-    from alignkit.core.registry import Registry
+    from alignkit.core.cli import registry as process_registry
     from alignkit.plugins.curation.curate import CurateConfig, curate
     from alignkit.plugins.curation.lexical import word_count
     from alignkit.plugins.curation.quality import build_scorer
     from alignkit.plugins.curation.report import InspectOptions, measure, write_report
 
-    registry = registry or Registry()
+    registry = registry if registry is not None else process_registry()  # the one `alignkit` loaded
     examples, source = read_examples(ns.data, split=ns.split, fmt=ns.format, registry=registry)
     if ns.max_records is not None:
         examples = examples[: ns.max_records]
@@ -171,14 +182,16 @@ def inspect_data(ns: argparse.Namespace, registry: Any = None) -> tuple[Path, di
 
 def generate(overrides: Sequence[str], registry: Any = None) -> Any:
     """Run (or resume) a Self-Instruct generation without training; returns the source."""
-    from alignkit.core.registry import Registry
+    from alignkit.core.cli import registry as process_registry
 
-    registry = registry or Registry()
+    registry = registry if registry is not None else process_registry()  # the one `alignkit` loaded
     args = list(overrides)
     if not any(a.startswith("data=") for a in args):
         args.insert(0, "data=self_instruct")
     source = build_source(args, registry)
-    if not hasattr(source, "generate"):
+    from alignkit.plugins.curation.self_instruct import SelfInstructSource
+
+    if not isinstance(source, SelfInstructSource):
         raise ConfigError("alignkit data generate: the data source must be self_instruct (data=self_instruct)")
     source.generate()
     return source

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Optional
 
 from alignkit.core.errors import ConfigError
 from alignkit.plugins.curation.curate import CurateConfig, curate
-from alignkit.plugins.curation.records import KINDS, check_split, example, options, plain, to_dataset
+from alignkit.plugins.curation.records import KINDS, check_split, example, plain, to_dataset
 from alignkit.plugins.curation.templates import TemplateConfig, render
 
 log = logging.getLogger("alignkit.curation")
@@ -95,10 +95,11 @@ def plan_counts(available: dict[str, int], weights: dict[str, float | None], cap
 class MixtureSource:
     """A ``DataSource`` mixing other sources (see the module docstring)."""
 
-    def __init__(self, cfg: MixtureConfig, registry: Any = None) -> None:
+    def __init__(self, cfg: MixtureConfig, registry: Any = None, run: Any = None) -> None:
         check_config(cfg)
         self.cfg = cfg
         self.registry = registry
+        self.run = run  # the RunContext the nested sources are built with
         self.manifest_sink: Callable[[dict[str, Any]], None] | None = None
         self._sources: dict[str, Any] | None = None
         self._cache: dict[tuple[str, str], Any] = {}
@@ -112,21 +113,17 @@ class MixtureSource:
     # -- nested sources ------------------------------------------------------------------
     def sources(self) -> dict[str, Any]:
         if self._sources is None:
-            from alignkit.core.pipeline import validate_config
+            from alignkit.core.options import build_component
 
             if self.registry is None:
-                from alignkit.core.registry import Registry
-
-                self.registry = Registry()
+                raise ConfigError("data 'mixture' builds its sources through the run's plugins, and it was built "
+                                  "without them: build it as the core does, factory(options, ctx)")
             built = {}
             for label, source in self.cfg.sources.items():
                 node = dict(plain(source.data))
-                entry = self.registry.get("data_source", str(node["name"]))
-                cfg = validate_config("data source", entry.name, entry.config_schema, node)
-                src = entry.factory(cfg)
-                if hasattr(src, "registry") and getattr(src, "registry") is None:
-                    src.registry = self.registry
-                built[label] = src
+                # the same ctx: a nested self_instruct source takes the registry from it too
+                built[label] = build_component(self.registry, "data_source", str(node["name"]), node, self.run,
+                                               group="data source")
             self._sources = built
         return self._sources
 
@@ -250,6 +247,7 @@ def check_config(cfg: MixtureConfig) -> None:
         (source.templates or cfg.templates).weights()
 
 
-def mixture_source(cfg: Any = None) -> MixtureSource:
-    """Factory of ``data=mixture``: ``cfg`` holds the keys of ``MixtureConfig``."""
-    return MixtureSource(options(MixtureConfig, cfg, "data source 'mixture'"))
+def mixture_source(options: MixtureConfig, ctx: Any = None) -> MixtureSource:
+    """Factory of ``data=mixture``: ``options`` validated by the core; ``ctx`` (the RunContext) lends
+    the run's registry, through which the nested sources and the teacher are built."""
+    return MixtureSource(options, getattr(ctx, "registry", None), run=ctx)

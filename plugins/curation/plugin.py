@@ -2,14 +2,13 @@
 
 * data sources ``mixture`` (FLAN-style mixtures) and ``self_instruct`` (teacher-written data);
 * ``alignkit_configure``: a mixture's config is checked before anything is built;
-* ``alignkit_before_run``: data sources are built by the runner from their config alone and
-  know nothing of the run, so this hook hands a curation source the run's registry (its
-  nested sources and teacher resolve through the same plugins) and a sink that writes its
-  manifest to ``<run_dir>/data_manifest.json`` whenever a split is first loaded. Nothing is
-  loaded early: the stage that first reads the data triggers it, and its errors surface there.
-
-The ``alignkit data`` command (inspect, generate) is registered in the ``alignkit.commands``
-entry-point group (``alignkit.plugins.curation.cli:main``).
+* ``alignkit_before_run``: a curation source gets the run's registry from the context its factory
+  receives (its nested sources and teacher resolve through the same plugins); this hook gives it
+  a sink that writes its manifest to ``<run_dir>/data_manifest.json`` whenever a split is first
+  loaded (``interfaces.WritesManifest``), for a pipeline run only (``alignkit evaluate`` of a
+  finished run leaves the file as the run wrote it). Nothing is loaded early: the stage that first
+  reads the data triggers it, and its errors surface there;
+* the ``alignkit data`` command (inspect, generate; ``alignkit.plugins.curation.cli``).
 """
 
 from __future__ import annotations
@@ -17,7 +16,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from alignkit.core import AlignkitError, DataSourceEntry, hookimpl
+from alignkit.core import AlignkitError, CommandEntry, DataSourceEntry, hookimpl
+from alignkit.core.interfaces import WritesManifest
 
 log = logging.getLogger("alignkit.curation")
 
@@ -63,10 +63,20 @@ def alignkit_before_run(run: Any) -> None:
     except AlignkitError as exc:  # the stage that reads the data raises it again, inside the run
         log.debug("curation: data source not built before the run: %s", exc)
         return
-    if getattr(source, "registry", "absent") is None:
-        source.registry = run.registry
-    if hasattr(source, "manifest_sink") and run.is_main_process:
+    if isinstance(source, WritesManifest) and run.is_main_process:
         from alignkit.core.rundir import atomic_write_json
 
         path = run.run_dir.path / MANIFEST
         source.manifest_sink = lambda manifest: atomic_write_json(path, manifest)
+
+
+def data_command(argv: list[str]) -> int:
+    from alignkit.plugins.curation.cli import main
+
+    return main(argv)
+
+
+@hookimpl
+def alignkit_commands():
+    yield CommandEntry(name="data", run=data_command, usage="inspect|generate ...",
+                       help="inspect SFT data (quality, diversity) or generate Self-Instruct data")

@@ -32,15 +32,15 @@ class QualityConfig:
 
 class PreferenceModelScorer:
     def __init__(self, node: dict[str, Any], registry: Any, batch_size: int = 16) -> None:
-        from alignkit.core.pipeline import validate_config
+        from alignkit.core.options import build_component
 
         name = node.get("name")
         if not name:
             raise ConfigError("quality.preference_model needs a 'name' (e.g. bradley_terry or rule)")
-        entry = registry.get("preference_model", str(name))
-        cfg = validate_config("preference_model", entry.name, entry.config_schema, node)
-        self.model = entry.factory(cfg, None)
-        self.name = f"preference_model:{entry.name}"
+        # ctx None: curation scores data outside any stage (no run artifacts to find)
+        self.model = build_component(registry, "preference_model", str(name), node, None,
+                                     group="quality.preference_model")
+        self.name = f"preference_model:{name}"
         self.batch_size = max(1, int(batch_size))
 
     def score(self, examples: Sequence[Example]) -> list[float]:
@@ -62,16 +62,16 @@ class JudgeScorer:
                                              for e in examples])
 
 
-def build_scorer(cfg: QualityConfig | None, registry: Any = None) -> Any:
-    """The configured scorer (``.name``, ``.score(examples) -> list[float]``), or None."""
+def build_scorer(cfg: QualityConfig | None, registry: Any) -> Any:
+    """The configured scorer (``.name``, ``.score(examples) -> list[float]``), or None. Its preference
+    model or judge is built through ``registry``: the run's, or the one ``alignkit data`` loaded."""
     if cfg is None or (not cfg.preference_model and not cfg.judge):
         return None
     if cfg.preference_model and cfg.judge:
         raise ConfigError("quality: give either preference_model or judge, not both")
     if registry is None:
-        from alignkit.core.registry import Registry
-
-        registry = Registry()
+        raise ConfigError("quality: the scorer is built through the run's plugins, and none were given "
+                          "(build the data source as the core does, factory(options, ctx))")
     if cfg.preference_model:
         return PreferenceModelScorer(dict(plain(cfg.preference_model)), registry, cfg.batch_size)
     return JudgeScorer(dict(plain(cfg.judge)), registry)

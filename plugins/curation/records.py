@@ -12,7 +12,6 @@ import random
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from alignkit.core.errors import ConfigError
 
 SPLITS = ("train", "eval")
 KINDS = ("sft", "preferences", "prompts")
@@ -100,25 +99,11 @@ def plain(node: Any) -> Any:
 
 def options(schema: type, cfg: Any, what: str) -> Any:
     """``cfg`` (a DictConfig, a mapping or None) checked against the dataclass ``schema`` and
-    returned as an instance: unknown keys and wrong types are a ``ConfigError`` naming the key."""
-    from omegaconf import OmegaConf
+    returned as an instance, by the core's check (unknown keys and wrong types are a ``ConfigError``
+    naming the key): for the options nested in a curation source's own (sources, teacher, quality)."""
+    from alignkit.core.options import dataclass_options
 
-    data = dict(plain(cfg) or {})
-    data.pop("name", None)
-    allowed = {f.name for f in dataclasses.fields(schema)}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ConfigError(f"{what} has no option {', '.join(map(repr, unknown))}; "
-                          f"its options are: {', '.join(sorted(allowed))}")
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), data)
-        return OmegaConf.to_object(merged)
-    except ConfigError:
-        raise
-    except Exception as exc:  # omegaconf names the key and the expected type
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        key = getattr(exc, "full_key", None)
-        raise ConfigError(f"{what}: {first}" + (f" (at {key})" if key else "")) from None
+    return dataclass_options(schema, plain(cfg) or {}, what)
 
 
 def dedupe_keep_order(items: Iterable[str]) -> list[str]:

@@ -26,7 +26,6 @@ from alignkit.plugins.curation.records import (
     check_split,
     example,
     holdout,
-    options,
     plain,
     prompt_of,
     sft_messages,
@@ -242,6 +241,7 @@ class SelfInstructSource:
             self.manifest_sink(self.manifest())
 
 
-def self_instruct_source(cfg: Any = None) -> SelfInstructSource:
-    """Factory of ``data=self_instruct``: ``cfg`` holds the keys of ``SelfInstructConfig``."""
-    return SelfInstructSource(options(SelfInstructConfig, cfg, "data source 'self_instruct'"))
+def self_instruct_source(options: SelfInstructConfig, ctx: Any = None) -> SelfInstructSource:
+    """Factory of ``data=self_instruct``: ``options`` validated by the core; ``ctx`` (the RunContext)
+    lends the run's registry, through which the teacher model is loaded."""
+    return SelfInstructSource(options, getattr(ctx, "registry", None))

@@ -189,8 +189,9 @@ class HttpTeacher:
         return self.client.map(one, list(prompts))
 
 
-def build_teacher(cfg: TeacherConfig, registry: Any = None) -> Teacher:
-    """A ``HttpTeacher`` when ``base_url`` is set, else the local model ``cfg.model``."""
+def build_teacher(cfg: TeacherConfig, registry: Any) -> Teacher:
+    """A ``HttpTeacher`` when ``base_url`` is set, else the local model ``cfg.model``, loaded through
+    ``registry`` (the run's, from the context the data source was built with: the same plugins load it)."""
     if not cfg.model:
         raise ConfigError("teacher.model is empty: name a model alias, folder or hub id "
                           "(or the served model's name with teacher.base_url)")
@@ -203,9 +204,8 @@ def build_teacher(cfg: TeacherConfig, registry: Any = None) -> Teacher:
     from alignkit.core.types import ModelSpec
 
     if registry is None:
-        from alignkit.core.registry import Registry
-
-        registry = Registry()
+        raise ConfigError(f"teacher.model={cfg.model} is loaded through the run's plugins, and this source was "
+                          "built without them: build it as the core does, factory(options, ctx)")
     spec = ModelSpec(name_or_path=cfg.model, dtype=cfg.dtype, options=dict(cfg.options or {}))
     loaded = registry.load_model(spec, "judge")
     return LocalTeacher(loaded, name=cfg.model, fingerprint=model_fingerprint(cfg.model, cfg.options),

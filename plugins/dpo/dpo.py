@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
-from omegaconf import OmegaConf
 
 from alignkit.core.engine import TrainerConfig, save_model, shuffled_batches
 from alignkit.core.lm import Encoded, encode_prompt_response, pack, sample_responses, sequence_logps
@@ -225,10 +224,8 @@ class DPOTask:
 class DPOOptimizer:
     """``optimizer=dpo``: DPO and its variants against a frozen reference."""
 
-    def __init__(self, config: Any) -> None:
-        data = OmegaConf.to_container(config, resolve=True)
-        data.pop("name", None)
-        self.options = DPOConfig(**data)
+    def __init__(self, options: DPOConfig, ctx: Any = None) -> None:
+        self.options = options  # validated by the core (core/options.py); ctx: the StageContext
         if self.options.loss_type not in LOSS_TYPES:
             from alignkit.core import ConfigError
 

@@ -25,34 +25,23 @@ class KVGeneratorConfig:
     drop_finished: bool = True                # a row that stopped leaves the batch and its cache at once
 
 
-def options_of(cfg: Any, schema: type, name: str) -> dict[str, Any]:
-    """The config node as keyword arguments of ``schema``, checked as any component's config is."""
-    from omegaconf import OmegaConf
-
-    from alignkit.core.pipeline import validate_config
-
-    data = OmegaConf.to_container(validate_config("generation", name, schema, cfg), resolve=True)
-    data.pop("name", None)
-    return data
+def transformers_generator(options: TransformersGeneratorConfig, ctx: Any = None) -> TransformersGenerator:
+    """factory(options, ctx): ``ctx`` is the RunContext (a backend serves every stage of the run)."""
+    return TransformersGenerator(batch_size=options.batch_size)
 
 
-def transformers_generator(cfg: Any = None) -> TransformersGenerator:
-    return TransformersGenerator(**options_of(cfg, TransformersGeneratorConfig, "transformers"))
-
-
-def kv_generator(cfg: Any = None) -> KVGenerator:
+def kv_generator(options: KVGeneratorConfig, ctx: Any = None) -> KVGenerator:
     from alignkit.core.errors import ConfigError
 
-    options = KVGeneratorConfig(**options_of(cfg, KVGeneratorConfig, "kv"))
     if options.batch_tokens < 1:
         raise ConfigError(f"generation.batch_tokens must be a positive number of tokens, not {options.batch_tokens}")
     return KVGenerator(batch_tokens=options.batch_tokens, drop_finished=options.drop_finished)
 
 
-def _vllm(cfg: Any = None) -> Any:
+def _vllm(options: Any, ctx: Any = None) -> Any:
     from alignkit.plugins.generation.vllm_backend import vllm_generator
 
-    return vllm_generator(cfg)
+    return vllm_generator(options, ctx)
 
 
 def _vllm_schema() -> type:

@@ -173,11 +173,8 @@ class _merged:
             self.model.unmerge_adapter()
 
 
-def vllm_generator(cfg: Any = None) -> Any:
+def vllm_generator(options: VLLMGeneratorConfig, ctx: Any = None) -> Any:
     """Factory of ``generation=vllm``: the vLLM backend, or transformers where vLLM cannot run."""
-    from alignkit.plugins.generation.plugin import options_of
-
-    options = VLLMGeneratorConfig(**options_of(cfg, VLLMGeneratorConfig, "vllm"))
     if options.fallback not in FALLBACKS:
         raise ConfigError(f"generation.fallback must be one of {', '.join(FALLBACKS)}, not {options.fallback!r}")
     reason = unavailable_reason()

@@ -14,9 +14,10 @@ class ConsoleConfig:
 
 
 class ConsoleLogger:
-    def __init__(self, config: Any, run_dir: Path) -> None:
-        self.every_step = bool(config.get("every_step", False))
-        self.run_dir = run_dir
+    def __init__(self, options: ConsoleConfig, ctx: Any) -> None:
+        """``ctx``: the RunContext (loggers serve the whole run)."""
+        self.every_step = bool(options.every_step)
+        self.run_dir = Path(ctx.run_dir.path)
 
     def log(self, stage: str, step: int, metrics: Mapping[str, float]) -> None:
         if self.every_step:

@@ -16,8 +16,11 @@ class WandbConfig:
 
 
 class WandbLogger:
-    def __init__(self, config: Any, run_dir: Path) -> None:
+    def __init__(self, config: WandbConfig, ctx: Any) -> None:
+        """``ctx``: the RunContext (loggers serve the whole run)."""
         import wandb  # heavy: only when selected
+
+        run_dir = Path(ctx.run_dir.path)
 
         self._wandb = wandb
         self.run = wandb.init(project=config.project, entity=config.entity, mode=config.mode,

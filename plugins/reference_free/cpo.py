@@ -9,7 +9,7 @@ from typing import Any
 from alignkit.core.pipeline import StageContext
 from alignkit.core.types import StageResult
 from alignkit.plugins.reference_free.losses import cpo_loss
-from alignkit.plugins.reference_free.task import HeldOutOptions, ObjectiveResult, PairLogps, read_options, train_on_pairs
+from alignkit.plugins.reference_free.task import HeldOutOptions, ObjectiveResult, PairLogps, check_options, train_on_pairs
 
 
 @dataclass
@@ -35,8 +35,8 @@ def cpo_objective(options: CPOConfig, logps: PairLogps) -> ObjectiveResult:
 class CPOOptimizer:
     """``optimizer=cpo``: CPO (Xu et al. 2024) and its hinge, IPO and SimPO forms, no reference model."""
 
-    def __init__(self, config: Any) -> None:
-        self.options = read_options(config, CPOConfig, "cpo", cpo_objective)
+    def __init__(self, options: CPOConfig, ctx: Any = None) -> None:
+        self.options = check_options(options, "cpo", cpo_objective)
 
     def run(self, ctx: StageContext) -> StageResult:
         return train_on_pairs(ctx, "cpo", partial(cpo_objective, self.options), self.options)

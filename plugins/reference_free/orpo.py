@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from alignkit.core.pipeline import StageContext
 from alignkit.core.types import StageResult
 from alignkit.plugins.reference_free.losses import orpo_loss
-from alignkit.plugins.reference_free.task import HeldOutOptions, ObjectiveResult, PairLogps, read_options, train_on_pairs
+from alignkit.plugins.reference_free.task import HeldOutOptions, ObjectiveResult, PairLogps, check_options, train_on_pairs
 
 
 @dataclass
@@ -34,8 +34,8 @@ def orpo_objective(options: ORPOConfig, logps: PairLogps) -> ObjectiveResult:
 class ORPOOptimizer:
     """``optimizer=orpo``: ORPO (Hong et al. 2024), fine-tuning and preference in one loss, no reference model."""
 
-    def __init__(self, config: Any) -> None:
-        self.options = read_options(config, ORPOConfig, "orpo", orpo_objective)
+    def __init__(self, options: ORPOConfig, ctx: Any = None) -> None:
+        self.options = check_options(options, "orpo", orpo_objective)
 
     def run(self, ctx: StageContext) -> StageResult:
         return train_on_pairs(ctx, "orpo", partial(orpo_objective, self.options), self.options)

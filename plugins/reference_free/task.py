@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
-from omegaconf import OmegaConf
 
 from alignkit.core import ConfigError
 from alignkit.core.engine import TrainerConfig, save_model, shuffled_batches
@@ -61,12 +60,9 @@ Objective = Callable[[PairLogps], ObjectiveResult]
 an optimizer binds its options to its ``<method>_objective(options, logps)``."""
 
 
-def read_options(config: Any, schema: type, name: str, objective: Callable[[Any, PairLogps], object]) -> Any:
-    """``schema`` filled from the composed ``optimizer`` node, checked by running ``objective`` on a
-    made-up pair: a bad value is a config error before any model loads, worded by the loss."""
-    data = OmegaConf.to_container(config, resolve=True)
-    data.pop("name", None)
-    options = schema(**data)
+def check_options(options: Any, name: str, objective: Callable[[Any, PairLogps], object]) -> Any:
+    """The validated options (an instance of the optimizer's schema), checked by running ``objective``
+    on a made-up pair: a bad value is a config error before any model loads, worded by the loss."""
     try:
         objective(options, _one_pair())
     except ValueError as exc:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
-from omegaconf import OmegaConf
 
 from alignkit.core.engine import TrainerConfig, shuffled_batches
 from alignkit.core.errors import ConfigError
@@ -157,10 +156,8 @@ def _summary(rw: torch.Tensor, rl: torch.Tensor, strength: torch.Tensor) -> dict
 class RewardOptimizer:
     """``optimizer=reward``: a Bradley-Terry reward model, artifact ``reward_model``."""
 
-    def __init__(self, config: Any) -> None:
-        data = OmegaConf.to_container(config, resolve=True)
-        data.pop("name", None)
-        self.options = RewardConfig(**data)
+    def __init__(self, options: RewardConfig, ctx: Any = None) -> None:
+        self.options = options  # validated by the core (core/options.py); ctx: the StageContext
         o = self.options
         if o.ensemble < 1:
             raise ConfigError(f"optimizer.ensemble must be at least 1, not {o.ensemble}")

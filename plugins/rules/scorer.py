@@ -31,13 +31,14 @@ class RuleScorer:
         self.fn, self.spec, self.scale, self.shift = fn, spec, scale, shift
 
     @classmethod
-    def from_config(cls, cfg: Any, ctx: Any = None) -> RuleScorer:
-        spec = str(cfg.get("fn") or "")
+    def from_config(cls, cfg: RuleConfig, ctx: Any = None) -> RuleScorer:
+        """factory(options, ctx): ``cfg`` is the validated ``RuleConfig``."""
+        spec = str(cfg.fn or "")
         if not spec:
             raise ConfigError("preference_model=rule needs preference_model.fn=package.module:function "
                               "(e.g. alignkit.plugins.rules.demo:arithmetic_correct)")
         fn = load_callable(spec, what="preference_model.fn")
-        return cls(fn, spec, float(cfg.get("scale", 1.0)), float(cfg.get("shift", 0.0)))
+        return cls(fn, spec, float(cfg.scale), float(cfg.shift))
 
     def score(self, prompts: Sequence[Any], responses: Sequence[str]) -> torch.Tensor:
         if len(prompts) != len(responses):

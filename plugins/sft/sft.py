@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
-from omegaconf import OmegaConf
 
 from alignkit.core.engine import TrainerConfig, save_model, shuffled_batches
 from alignkit.core.lm import Encoded, encode_conversation, pack, padded_sequence_logps, sequence_logps
@@ -88,10 +87,8 @@ class SFTTask:
 class SFTOptimizer:
     """``optimizer=sft``: instruction tuning on chat-formatted examples."""
 
-    def __init__(self, config: Any) -> None:
-        data = OmegaConf.to_container(config, resolve=True)
-        data.pop("name", None)
-        self.options = SFTConfig(**data)
+    def __init__(self, options: SFTConfig, ctx: Any = None) -> None:
+        self.options = options  # validated by the core (core/options.py); ctx: the StageContext
 
     def run(self, ctx: StageContext) -> StageResult:
         settings = ctx.trainer_settings()

@@ -198,8 +198,8 @@ def test_finished_rows_leave_the_batch(sharp, prompts):
 def test_log_probs_equal_the_training_forwards(tiny_model, prompts, temperature):
     """The rollout check (tests/plugins/ppo/test_rollout.py) with this backend: the log-prob the
     sampler used for each token equals the packed training forward's within 1e-4."""
-    from alignkit.plugins.ppo.actor_critic import reference_logprobs
-    from alignkit.plugins.ppo.rollout import response_mask
+    from alignkit.plugins.rl.actor_critic import reference_logprobs
+    from alignkit.plugins.rl.rollout import response_mask
 
     model = tiny_model.model
     out = decode(model, prompts, max_new_tokens=6, temperature=temperature, stop_ids=[2], seed=3)
@@ -216,10 +216,11 @@ def test_log_probs_equal_the_training_forwards(tiny_model, prompts, temperature)
 
 
 def test_rollouts_and_a_grpo_run_with_generation_kv(registry, tiny_model, prompts, tmp_path):
-    from alignkit.plugins.ppo.rollout import PromptPool, generate
+    from alignkit.core.options import build_component
+    from alignkit.plugins.rl.rollout import PromptPool, generate
 
     pool = PromptPool([[{"role": "user", "content": t}] for t in TEXTS], prompts)
-    generator = registry.get("generator", "kv").factory({"name": "kv", "batch_tokens": 64})
+    generator = build_component(registry, "generator", "kv", {"name": "kv", "batch_tokens": 64}, None)
     assert isinstance(generator, KVGenerator) and generator.batch_tokens == 64
     a = generate(tiny_model.model, tiny_model.tokenizer, pool, [0, 1, 2, 3, 4, 0], max_new_tokens=5, seed=3,
                  generator=generator)
@@ -238,9 +239,9 @@ def test_rollouts_and_a_grpo_run_with_generation_kv(registry, tiny_model, prompt
     assert len([r for r in rows if "reward/mean" in r]) == 2
 
     with pytest.raises(ConfigError, match="generation.batch_tokens must be a positive"):
-        registry.get("generator", "kv").factory({"name": "kv", "batch_tokens": 0})
+        build_component(registry, "generator", "kv", {"name": "kv", "batch_tokens": 0}, None)
     with pytest.raises(ConfigError, match="has no option 'batch'"):
-        registry.get("generator", "kv").factory({"name": "kv", "batch": 4})
+        build_component(registry, "generator", "kv", {"name": "kv", "batch": 4}, None)
 
 
 def lines(prompt, response):

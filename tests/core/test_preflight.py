@@ -111,7 +111,7 @@ def test_an_unknown_evaluate_reference_stage_is_reported_once_with_did_you_mean(
 @pytest.mark.parametrize("pipeline", sorted(p.stem for p in (ROOT / "conf" / "pipeline").glob("*.yaml")))
 def test_every_shipped_pipeline_passes_as_its_run_line_composes_it(registry, pipeline):
     """Preflight is no stricter than the stages: each pipeline with what its Run: line adds."""
-    scored = {"ppo", "grpo", "rloo", "online_dpo", "rejection_sampling"}
+    scored = {"ppo", "grpo", "rloo", "online_dpo", "dr_grpo", "dapo", "gspo", "reinforce_pp", "rejection_sampling"}
     cfg = compose([f"pipeline={pipeline}", *(RULE if pipeline in scored else ())], registry)
     plan = preflight(cfg, registry)
     assert [s.name for s in plan.stages] == [str(s.name) for s in stage_plan(cfg)]
@@ -147,10 +147,10 @@ def test_a_plugin_optimizer_is_not_required_to_have_components(plugin_manager, t
 
 
 def test_an_evaluate_override_without_an_evaluate_stage_is_a_warning(registry, caplog):
-    cfg = compose(["pipeline=rlaif_dpo", "evaluate.num_prompts=3"], registry)
+    cfg = compose(["pipeline=reward_model", "evaluate.num_prompts=3"], registry)
     with caplog.at_level("WARNING", logger="alignkit"):
         plan = preflight(cfg, registry)
-    expected = ("evaluate.num_prompts=3: pipeline 'rlaif_dpo' has no stage that runs optimizer 'evaluate', "
+    expected = ("evaluate.num_prompts=3: pipeline 'reward_model' has no stage that runs optimizer 'evaluate', "
                 "so this setting changes nothing")
     assert plan.warnings == [expected]
     assert expected in caplog.text

@@ -60,7 +60,11 @@ def test_run_name_shows_a_hub_model_by_its_last_part_and_a_swept_pipeline_by_its
 def test_the_configured_run_directory_is_the_same_for_the_same_command_and_differs_for_another():
     from hydra import compose, initialize_config_module
 
+    from alignkit.core.config_defaults import register_config_defaults
+    from alignkit.core.registry import Registry
+
     rundir.register_resolvers()  # as the CLI does before Hydra composes
+    register_config_defaults(Registry())
 
     def run_dir(*overrides):
         with initialize_config_module(config_module="alignkit.conf", version_base="1.3"):

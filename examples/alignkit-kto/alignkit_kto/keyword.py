@@ -33,6 +33,7 @@ class KeywordJudge:
     """Judges pairs by the rules in its config; deterministic and instant."""
 
     def __init__(self, config: Any, ctx: Any = None) -> None:
+        """``config``: the validated ``KeywordConfig``; ``ctx``: the asking stage's context (unused)."""
         self.length_penalty = float(config.length_penalty)
         self.temperature = float(config.temperature)
         if self.temperature <= 0:
@@ -40,7 +41,7 @@ class KeywordJudge:
         flags = 0 if config.case_sensitive else re.IGNORECASE
         self.rules: list[tuple[str, re.Pattern, int]] = []
         for key, sign in (("desirable", 1), ("undesirable", -1)):
-            for pattern in config[key]:
+            for pattern in getattr(config, key):
                 try:
                     self.rules.append((str(pattern), re.compile(str(pattern), flags), sign))
                 except re.error as exc:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
-from omegaconf import OmegaConf
 
 from alignkit.core import ConfigError, StageResult
 from alignkit.core.engine import TrainerConfig, save_model, shuffled_batches
@@ -198,10 +197,9 @@ class KTOTask:
 class KTOOptimizer:
     """``optimizer=kto``: Kahneman-Tversky Optimization against a frozen reference."""
 
-    def __init__(self, config: Any) -> None:
-        data = OmegaConf.to_container(config, resolve=True)
-        data.pop("name", None)
-        self.options = KTOConfig(**data)
+    def __init__(self, options: KTOConfig, ctx: Any = None) -> None:
+        """alignkit validates ``optimizer.*`` into ``options``; ``ctx`` is the StageContext (unused here)."""
+        self.options = options
         o = self.options
         if o.beta <= 0:
             raise ConfigError(f"optimizer.beta must be > 0, not {o.beta}")

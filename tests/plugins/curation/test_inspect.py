@@ -26,8 +26,12 @@ def png(path):
     return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 
 
-def test_the_data_command_is_registered():
-    assert subcommand("data") is main
+def test_the_data_command_is_registered(capsys):
+    command = subcommand("data")
+    assert command is not None and command.name == "data"
+    with pytest.raises(SystemExit) as info:  # the curation plugin's command runs cli.main
+        command.run(["--help"])
+    assert info.value.code == 0 and "usage: alignkit data" in capsys.readouterr().out
     assert subcommand("data=demo") is None, "alignkit data=demo still composes a run"
 
 

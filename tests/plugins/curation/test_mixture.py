@@ -6,7 +6,16 @@ import json
 import pytest
 
 from alignkit.core.errors import ConfigError
-from alignkit.plugins.curation.mixture import mixture_source
+from alignkit.core.options import build_component
+from alignkit.core.registry import Registry
+from alignkit.plugins.curation.cli import CommandContext
+
+REGISTRY = Registry()
+
+
+def mixture_source(node):
+    """``data=mixture`` built as a run builds it: options checked by the core, the registry lent."""
+    return build_component(REGISTRY, "data_source", "mixture", node, CommandContext(REGISTRY), group="data source")
 
 
 def write_jsonl(path, rows):
@@ -90,7 +99,7 @@ def test_bad_mixture_configs_name_the_problem(two_files):
         mixture_source({"sources": {"x": {"weight": 1}}})
     with pytest.raises(ConfigError, match="source 'alpaca': weight must be a number >= 0"):
         mixture_source({"sources": sources(alpaca, chat, a={"weight": -1})})
-    with pytest.raises(ConfigError, match=r"Key 'wieght' not in 'SourceConfig' \(at sources.x.wieght\)"):
+    with pytest.raises(ConfigError, match=r"has no option 'sources.x.wieght' \(did you mean 'weight'\?\)"):
         mixture_source({"sources": {"x": {"data": {"name": "demo"}, "wieght": 1}}})
     bad = mixture_source({"sources": {"x": {"data": {"name": "demo", "sft": "a.jsonl"}}}})
     with pytest.raises(ConfigError, match="data source 'demo' has no option 'sft'"):

@@ -11,7 +11,9 @@ from alignkit.core.errors import DataError
 from alignkit.plugins.curation import self_instruct as si
 from alignkit.plugins.curation.rouge import rouge_l
 from alignkit.plugins.curation.seeds import read_seed_tasks, shipped_path
-from alignkit.plugins.curation.self_instruct import self_instruct_source
+from alignkit.core.options import build_component
+from alignkit.core.registry import Registry
+from alignkit.plugins.curation.cli import CommandContext
 from alignkit.plugins.curation.teacher import TeacherConfig, build_teacher
 
 TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
@@ -60,7 +62,9 @@ class PlantingTeacher:
 
 @pytest.fixture(scope="module")
 def real_teacher():
-    return build_teacher(TeacherConfig(model="tiny-random", options=TINY))  # the plugin manager's loader
+    from alignkit.core.registry import Registry
+
+    return build_teacher(TeacherConfig(model="tiny-random", options=TINY), Registry())  # the plugins' loader
 
 
 def settings(out_dir, **extra):
@@ -72,6 +76,15 @@ def settings(out_dir, **extra):
            "filters": {"min_words": 0, "require_ascii_start": False}}
     cfg.update(extra)
     return cfg
+
+
+REGISTRY = Registry()
+
+
+def self_instruct_source(node):
+    """``data=self_instruct`` built as a run builds it: options checked by the core, the registry lent."""
+    return build_component(REGISTRY, "data_source", "self_instruct", node, CommandContext(REGISTRY),
+                           group="data source")
 
 
 def generate(monkeypatch, out_dir, fake, **extra):

@@ -33,7 +33,7 @@ def dpo_stage(tmp_path, registry):
     """``dpo_stage(train_rows, eval_rows, *overrides)`` -> (optimizer, StageContext) of a dpo stage."""
     from alignkit.core.pipeline import RunContext, StageContext
     from alignkit.core.rundir import RunDir
-    from alignkit.plugins.dpo.dpo import DPOOptimizer
+    from alignkit.core.options import build_component
 
     runs = iter(range(100))
 
@@ -51,7 +51,7 @@ def dpo_stage(tmp_path, registry):
                            policy=run.model_spec(), previous={})
         options = OmegaConf.to_container(cfg.optimizer, resolve=True)
         options.pop("trainer", None)  # the optimizer file's own trainer node (lr); FAST_OVERRIDES set the rest
-        return DPOOptimizer(OmegaConf.create(options)), ctx
+        return build_component(registry, "optimizer", "dpo", options, ctx), ctx
 
     return _make
 

@@ -49,7 +49,7 @@ RECORDING = Recording()
 class RecordingPlugin:
     @hookimpl
     def alignkit_generators(self):
-        yield GeneratorEntry(name="recording", factory=lambda cfg: RECORDING, description="test")
+        yield GeneratorEntry(name="recording", factory=lambda options, ctx: RECORDING, description="test")
 
 
 def grpo(registry, run_dir, *overrides):
@@ -137,7 +137,7 @@ def greedy(generator, model, ids, max_new_tokens=6):
 def test_the_vllm_engine_follows_the_policys_weights(fake_vllm, tiny_model):
     model, tok = copy.deepcopy(tiny_model.model), tiny_model.tokenizer  # the fixture is shared: train a copy
     ids = [tok("What is 2 + 2?")["input_ids"], tok("Name a colour.")["input_ids"]]
-    generator = V.vllm_generator({"name": "vllm", "gpu_memory_utilization": 0.5})
+    generator = V.vllm_generator(V.VLLMGeneratorConfig(gpu_memory_utilization=0.5))
     assert isinstance(generator, V.VLLMGenerator)
     hf = TransformersGenerator()
     before = greedy(hf, model, ids)
@@ -167,6 +167,6 @@ def test_a_lora_policy_is_synced_merged_under_the_base_names(fake_vllm, tiny_mod
     names = {n for n, _ in V.named_weights(model)}
     assert names <= base_names and {n for n in base_names if "lm_head" not in n} <= names | {"lm_head.weight"}
     expected = greedy(TransformersGenerator(), model, ids)
-    generator = V.vllm_generator({"name": "vllm"})
+    generator = V.vllm_generator(V.VLLMGeneratorConfig())
     assert greedy(generator, model, ids) == expected  # the adapter's effect reached the engine
     assert not any(getattr(m, "merged", False) for m in model.modules())  # unmerged afterwards

@@ -1,7 +1,7 @@
 """``alignkit --help``: alignkit's commands and every installed option of each config group.
 
 Hydra's own help (``--hydra-help``) describes Hydra's flags; this one is what a user of alignkit
-looks for: the subcommands, including those plugins add (entry-point group ``alignkit.commands``),
+looks for: the subcommands (every plugin's ``alignkit_commands``, the built-in ones included)
 and the options of each config group found in ``alignkit.conf`` and every plugin's config root.
 """
 
@@ -12,13 +12,6 @@ from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from alignkit.core.registry import Registry
-
-BUILTIN_COMMANDS = (
-    ("plugins", "list every registered component, with its package"),
-    ("plugin new NAME", "write a skeleton package for a new plugin"),
-    ("runs [DIR]", "run directories under DIR (runs/) with their status"),
-    ("resume RUN_DIR", "rerun a run with its saved overrides, in its own directory"),
-)
 
 HEADER = """\
 usage: alignkit [GROUP=OPTION ...] [KEY=VALUE ...] [--dry-run]
@@ -46,7 +39,7 @@ def print_usage(registry: Registry, out: TextIO = sys.stdout) -> int:
 
     print(HEADER, file=out)
     print("commands:", file=out)
-    commands = [*BUILTIN_COMMANDS, *_plugin_commands()]
+    commands = command_lines(registry)
     width = max(len(name) for name, _ in commands) + 2
     for name, text in commands:
         print(f"  {name.ljust(width)}{text}", file=out)
@@ -64,13 +57,15 @@ def print_usage(registry: Registry, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-def _plugin_commands() -> list[tuple[str, str]]:
-    from importlib.metadata import entry_points
+def command_lines(registry: Registry) -> list[tuple[str, str]]:
+    """``(name and usage, help)`` of every command, alignkit's own first, then each package's."""
+    from alignkit.core.commands import command_table
 
-    from alignkit.core.cli import COMMANDS_GROUP
-
-    out = {}
-    for ep in entry_points(group=COMMANDS_GROUP):
-        package = ep.dist.name if ep.dist is not None else ep.value.split(".")[0]
-        out[ep.name] = f"from package {package}: alignkit {ep.name} --help"
-    return sorted(out.items())
+    rows = []
+    for name, found in command_table(registry).items():
+        entry = found.entry
+        text = entry.help or f"alignkit {name} --help"
+        if found.package != "alignkit":
+            text += f" (package {found.package})"
+        rows.append((found.package != "alignkit", " ".join(filter(None, [name, entry.usage])), text))
+    return [(shown, text) for _, shown, text in sorted(rows)]

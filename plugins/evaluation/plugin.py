@@ -5,7 +5,7 @@ from __future__ import annotations
 import weakref
 from typing import Any, Mapping
 
-from alignkit.core import OptimizerEntry, hookimpl
+from alignkit.core import CommandEntry, OptimizerEntry, hookimpl
 
 _monitors: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
@@ -23,15 +23,12 @@ def alignkit_optimizers():
 
 
 def _diagnostics_config(cfg: Any) -> Any:
-    from omegaconf import OmegaConf
-
-    from alignkit.core.pipeline import validate_config
+    from alignkit.core.options import options_instance, validate_config
     from alignkit.plugins.evaluation.diagnostics import DiagnosticsConfig
 
     node = cfg.get("diagnostics") if cfg is not None else None
-    data = OmegaConf.to_container(validate_config("diagnostics", "diagnostics", DiagnosticsConfig, node), resolve=True)
-    data.pop("name", None)
-    return DiagnosticsConfig(**data)
+    return options_instance("diagnostics", "diagnostics", DiagnosticsConfig,
+                            validate_config("diagnostics", "diagnostics", DiagnosticsConfig, node))
 
 
 @hookimpl
@@ -51,3 +48,23 @@ def alignkit_after_step(run: Any, stage: str, step: int, metrics: Mapping[str, f
         report(run.run_dir.path, alarms, monitor.config.stop)
         if monitor.config.stop:
             run.request_stop()
+
+
+def evaluate_command(argv: list[str]) -> int:
+    from alignkit.plugins.evaluation.cli import evaluate_command as run
+
+    return run(argv)
+
+
+def report_command(argv: list[str]) -> int:
+    from alignkit.plugins.evaluation.cli import report_command as run
+
+    return run(argv)
+
+
+@hookimpl
+def alignkit_commands():
+    yield CommandEntry(name="evaluate", run=evaluate_command, usage="RUN_DIR [key=value ...]",
+                       help="evaluate a finished run against its reference model")
+    yield CommandEntry(name="report", run=report_command, usage="DIR... [--kl-budget X]",
+                       help="compare runs: a table ranked by a metric, the metric-vs-KL frontier")

@@ -41,11 +41,11 @@ def main(argv: list[str] | None = None) -> None:
     adv = targets[::ns.every_advbench]
     items = [(r["prompt"], "xstest_" + r["label"]) for r in xs] + [(r["goal"], "advbench") for r in adv]
 
+    from alignkit.core.cli import registry
     from alignkit.core.lm import sample_responses
-    from alignkit.core.registry import Registry
     from alignkit.core.types import ModelSpec
 
-    loaded = Registry().load_model(ModelSpec(ns.model), "policy")
+    loaded = registry().load_model(ModelSpec(ns.model), "policy")  # the process's plugins, as `alignkit` loads them
     loaded.model.generation_config.top_k = 0
     answers = sample_responses(loaded.model, loaded.tokenizer, [[{"role": "user", "content": p}] for p, _ in items],
                                max_new_tokens=ns.max_new_tokens, temperature=0.0, batch_size=16, seed=0)

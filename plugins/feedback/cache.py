@@ -113,6 +113,11 @@ class CachedFeedback:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.provider, name)
 
+    @property
+    def wrapped(self) -> Any:
+        """The provider behind the cache (``interfaces.Wrapper``: its capabilities are found through it)."""
+        return self.provider
+
     def judge(self, prompts: Sequence[Any], responses_a: Sequence[str], responses_b: Sequence[str],
               on_progress: Callable[[int], None] | None = None) -> list[Judgement]:
         check_batch(str(getattr(self.provider, "name", type(self.provider).__name__)), prompts, responses_a, responses_b)
@@ -148,15 +153,16 @@ def cached(provider: Any, options: Any, *, identity: Mapping[str, Any] | None = 
     ``options`` is the provider's validated config (anything with ``cache`` and ``cache_dir``,
     e.g. a ``JudgementCacheOptions`` subclass). ``identity`` is what decides its answers, hashed
     into every key so a changed setting is never answered from an old one: by default
-    ``provider.identity()`` when the provider has that method, else its class and its options
-    (less ``cache`` and ``cache_dir``). Give an identity that names the model a judge runs
+    ``provider.identity()`` when the provider has one (``interfaces.HasIdentity``), else its class
+    and its options (less ``cache`` and ``cache_dir``). Give an identity that names the model a judge runs
     (weights, not a file path) when the options alone do not.
     """
     if not getattr(options, "cache", False):
         return provider
     if identity is None:
-        identity = provider.identity() if callable(getattr(provider, "identity", None)) else _default_identity(
-            provider, options)
+        from alignkit.core.interfaces import HasIdentity
+
+        identity = provider.identity() if isinstance(provider, HasIdentity) else _default_identity(provider, options)
     return CachedFeedback(provider, identity, JudgementCache(getattr(options, "cache_dir", None)),
                           chunk_size=chunk_size)
 

@@ -45,12 +45,11 @@ def binomial_p_value(successes: int, trials: int) -> float:
 def labelled_pairs(ctx: Any, options: CalibrationConfig) -> tuple[list[dict], str]:
     """Up to ``options.pairs`` human-labelled pairs and where they came from."""
     if options.path:
-        entry = ctx.run.registry.get("data_source", "files")
-        from alignkit.core.pipeline import validate_config
+        from alignkit.core.options import build_component
 
-        source = entry.factory(validate_config("data source", "files", entry.config_schema,
-                                               {"preferences": str(options.path), "eval_fraction": 0.0,
-                                                "on_bad_record": "skip"}))
+        source = build_component(ctx.run.registry, "data_source", "files",
+                                 {"preferences": str(options.path), "eval_fraction": 0.0, "on_bad_record": "skip"},
+                                 ctx.run, group="data source")
         rows, origin = source.preferences("train"), str(options.path)
     else:
         rows, origin = ctx.data.preferences("eval"), f"data '{ctx.run.cfg.data.name}' (eval preferences)"

@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from alignkit.core import ConfigError
+from alignkit.core.interfaces import CacheCounters, capability
 from alignkit.plugins.feedback.constitution import ConstitutionFeedbackConfig, _clip, transcript
 from alignkit.plugins.feedback.judgement import PairJudgement, verdict
 from alignkit.plugins.feedback.principles import Constitution
@@ -99,12 +100,14 @@ class JudgeReward:
     @property
     def hits(self) -> int | None:
         """Scores answered by the judgement cache (None without a cache)."""
-        return getattr(self.judge, "hits", None)
+        counters = capability(self.judge, CacheCounters)
+        return counters.hits if counters is not None else None
 
     @property
     def misses(self) -> int | None:
         """Scores the judge was asked for."""
-        return getattr(self.judge, "misses", None)
+        counters = capability(self.judge, CacheCounters)
+        return counters.misses if counters is not None else None
 
     def score(self, prompts: Sequence[Any], responses: Sequence[str]) -> torch.Tensor:
         if len(prompts) != len(responses):

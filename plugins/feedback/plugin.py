@@ -10,41 +10,34 @@ from alignkit.core import FeedbackProviderEntry, OptimizerEntry, hookimpl
 from alignkit.plugins.feedback.cache import cached
 
 
-def _options(cfg: Any, schema: type) -> Any:
-    from omegaconf import OmegaConf
-
-    data = OmegaConf.to_container(cfg, resolve=True)
-    data.pop("name", None)
-    return schema(**data)
+# Every factory here is factory(options, ctx): ``cfg`` is the entry's config_schema instance the core
+# validated (core/options.py), ``ctx`` the StageContext of the stage that asked.
 
 
-def rule_factory(cfg: Any, ctx: Any) -> Any:
-    from alignkit.plugins.feedback.rule import RuleFeedback, RuleFeedbackConfig
+def rule_factory(options: Any, ctx: Any) -> Any:
+    from alignkit.plugins.feedback.rule import RuleFeedback
 
-    options = _options(cfg, RuleFeedbackConfig)
     return cached(RuleFeedback(options), options)
 
 
-def reward_model_factory(cfg: Any, ctx: Any) -> Any:
-    from alignkit.plugins.feedback.reward_model import RewardModelFeedback, RewardModelFeedbackConfig
+def reward_model_factory(options: Any, ctx: Any) -> Any:
+    from alignkit.plugins.feedback.reward_model import RewardModelFeedback
 
-    options = _options(cfg, RewardModelFeedbackConfig)
     node = ctx.run.cfg.get("preference_model")
     name = str(node.get("name")) if node is not None and node.get("name") is not None else ""
     return cached(RewardModelFeedback(options, ctx.preference_model(), name=name), options)
 
 
-def dataset_factory(cfg: Any, ctx: Any) -> Any:
-    from alignkit.plugins.feedback.dataset import DatasetFeedback, DatasetFeedbackConfig
+def dataset_factory(options: Any, ctx: Any) -> Any:
+    from alignkit.plugins.feedback.dataset import DatasetFeedback
 
-    return DatasetFeedback(_options(cfg, DatasetFeedbackConfig), ctx)
+    return DatasetFeedback(options, ctx)
 
 
-def constitution_factory(cfg: Any, ctx: Any) -> Any:
-    from alignkit.plugins.feedback.constitution import ConstitutionFeedback, ConstitutionFeedbackConfig
+def constitution_factory(options: Any, ctx: Any) -> Any:
+    from alignkit.plugins.feedback.constitution import ConstitutionFeedback
     from alignkit.plugins.feedback.principles import load_constitution
 
-    options = _options(cfg, ConstitutionFeedbackConfig)
     constitution = load_constitution(options.constitution, options.fewshot)
     backend = _judge_backend(options, ctx, "feedback")
     # a failing server loses at most one chunk of answers: the cache stores each chunk as it completes
@@ -83,20 +76,18 @@ def _judge_backend(options: Any, ctx: Any, group: str) -> Any:
                       progress=ctx.trainer_settings().progress if hasattr(ctx, "trainer_settings") else None)
 
 
-def judge_reward_factory(cfg: Any, ctx: Any) -> Any:
+def judge_reward_factory(options: Any, ctx: Any) -> Any:
     """``preference_model=judge``: the constitution judge scoring responses, cached and batched."""
     from alignkit.core import ConfigError
     from alignkit.plugins.feedback.constitution import ConstitutionFeedback
     from alignkit.plugins.feedback.judge_reward import (
         MODES,
         JudgeReward,
-        JudgeRewardConfig,
         ReferenceAnswers,
         SingleResponseJudge,
     )
     from alignkit.plugins.feedback.principles import load_constitution
 
-    options = _options(cfg, JudgeRewardConfig)
     if options.mode not in MODES:
         raise ConfigError(f"preference_model.mode must be one of {', '.join(MODES)}, not '{options.mode}'")
     constitution = load_constitution(options.constitution, options.fewshot)

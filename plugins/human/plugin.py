@@ -1,6 +1,6 @@
 """Built-in plugin: the ``human`` feedback provider (annotation web app + label store)."""
 
-from alignkit.core import FeedbackProviderEntry, hookimpl
+from alignkit.core import CommandEntry, FeedbackProviderEntry, hookimpl
 
 
 @hookimpl
@@ -13,3 +13,15 @@ def alignkit_feedback_providers():
         config_schema=HumanFeedbackConfig,
         description="People compare responses in alignkit's annotation app (SQLite/PostgreSQL store).",
     )
+
+
+def label_command(argv: list[str]) -> int:
+    from alignkit.plugins.human.cli import main
+
+    return main(argv)
+
+
+@hookimpl
+def alignkit_commands():
+    yield CommandEntry(name="label", run=label_command, usage="serve|export ...",
+                       help="the annotation app and the label store: serve it, add annotators, move labels")

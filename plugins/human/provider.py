@@ -131,13 +131,8 @@ def _principles(votes: Sequence[Any]) -> str | None:
     return ", ".join(tags) if tags else None
 
 
-def factory(cfg: Any, ctx: Any) -> HumanFeedback:
-    """``factory(cfg, ctx)``: ``ctx`` (a StageContext) names the run and stage the pairs came from."""
-    from omegaconf import OmegaConf
-
-    data = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else dict(cfg)
-    data.pop("name", None)
-    options = HumanFeedbackConfig(**data)
+def factory(options: HumanFeedbackConfig, ctx: Any) -> HumanFeedback:
+    """``factory(options, ctx)``: ``ctx`` (a StageContext) names the run and stage the pairs came from."""
     try:
         store = Store(options.db)
     except Exception as exc:  # a bad URL or an unreachable server: say which

@@ -161,6 +161,25 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
     assert bad.returncode == 2 and "has no option 'betaa' (did you mean 'beta'?)" in bad.stderr
 
 
+def test_a_third_party_command_runs_is_listed_and_is_blocked_with_its_plugin(tmp_path):
+    """``alignkit hello``: a command the fake package offers through the alignkit_commands hook."""
+    fake = Path(__file__).parents[1] / "fixtures" / "fake_plugin"
+    env = dict(_env(), PYTHONPATH=os.pathsep.join(filter(None, [str(fake), os.environ.get("PYTHONPATH")])))
+    exe = str(Path(sys.executable).parent / "alignkit")
+    ran = subprocess.run([exe, "hello", "bob"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert ran.returncode == 0 and ran.stdout == "hello, bob\n", ran.stderr
+    helped = subprocess.run([exe, "--help"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    commands = helped.stdout.split("\ncommands:")[1].split("\nconfig groups")[0]
+    assert "\n  hello [NAME] " in commands and "greet someone (package alignkit-fake)" in commands
+    blocked = subprocess.run([exe, "hello"], capture_output=True, text=True, cwd=tmp_path,
+                             env=dict(env, ALIGNKIT_DISABLE_PLUGINS="fake"))
+    assert blocked.returncode == 2 and "unknown command 'hello'" in blocked.stderr
+    assert "ALIGNKIT_DISABLE_PLUGINS=fake" in blocked.stderr and "Traceback" not in blocked.stderr
+    old = subprocess.run([exe, "hello-legacy"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert old.returncode == 0 and "hello from the old group" in old.stdout
+    assert "DeprecationWarning" in old.stderr and "alignkit_commands hook" in old.stderr
+
+
 def test_help_lists_the_commands_and_every_group_option_plugins_included(tmp_path):
     fake = Path(__file__).parents[1] / "fixtures" / "fake_plugin"  # its dist-info is found on PYTHONPATH
     env = dict(_env(), PYTHONPATH=os.pathsep.join(filter(None, [str(fake), os.environ.get("PYTHONPATH")])))

@@ -1,5 +1,5 @@
-"""``alignkit evaluate RUN_DIR`` and ``alignkit report DIR...``: plugin commands (entry-point group
-``alignkit.commands``), dispatched by core/cli.py."""
+"""``alignkit evaluate RUN_DIR`` and ``alignkit report DIR...``: the evaluation plugin's commands
+(its ``alignkit_commands`` hook), dispatched by core/cli.py."""
 
 from __future__ import annotations
 
@@ -27,8 +27,10 @@ def evaluate_run(run_dir: Path, overrides: Sequence[str] = (), registry=None) ->
     from omegaconf import OmegaConf
 
     from alignkit.core.pipeline import RunContext, StageContext, validate_config
-    from alignkit.core.registry import Registry
-    from alignkit.plugins.evaluation.evaluate import EvaluateConfig, Evaluator
+    from alignkit.core.cli import registry as process_registry
+    from alignkit.core.task import resolve_task
+    from alignkit.core.options import build_component
+    from alignkit.plugins.evaluation.evaluate import EvaluateConfig
 
     run_dir = Path(run_dir).resolve()
     config_file = run_dir / ".hydra" / "config.yaml"
@@ -41,7 +43,7 @@ def evaluate_run(run_dir: Path, overrides: Sequence[str] = (), registry=None) ->
         raise ConfigError(f"alignkit evaluate: expected key=value overrides, got {' '.join(bad)}")
     if overrides:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    registry = registry or Registry()
+    registry = registry if registry is not None else process_registry()  # the one `alignkit` loaded
     rd = RunDir(run_dir)
     run = RunContext(cfg, registry, rd)
     stages = list(rd.summary.get("stages", {}))
@@ -54,12 +56,13 @@ def evaluate_run(run_dir: Path, overrides: Sequence[str] = (), registry=None) ->
             policy = type(policy)(name_or_path=str(rd.path / result.artifacts["model"]), dtype=policy.dtype)
     node = cfg.get("evaluate") or {}
     config = validate_config("optimizer", STAGE, EvaluateConfig, node)
+    config = resolve_task(config, lambda: run.data)  # `evaluate.scorers: [task]`: what the data declares
     ctx = StageContext(run=run, name=STAGE, index=index, dir=rd.stage_dir(index, STAGE), config=config,
                        trainer=cfg.trainer, policy=policy, previous=previous)
     status = rd.summary.get("status")
     rd.set_stage(STAGE, "running")
     try:
-        result = Evaluator(config).run(ctx)
+        result = build_component(registry, "optimizer", STAGE, config, ctx).run(ctx)
     except BaseException:
         rd.set_stage(STAGE, "failed")
         raise

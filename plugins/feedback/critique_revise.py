@@ -1,9 +1,11 @@
 """The ``critique_revise`` stage: Constitutional AI's supervised phase.
 
-For each prompt (red-team prompts in the CAI paper) the current policy answers; the
-feedback provider (``feedback=constitution``) critiques the answer against a sampled
-principle and rewrites it, ``rounds`` times. Everything is kept in ``critiques.jsonl``;
-the final revisions become an ``sft`` artifact, so a following ``sft`` stage trains on them.
+For each prompt (red-team prompts in the CAI paper) the current policy answers; the critic
+(``critic=constitution``) critiques the answer against a sampled principle and rewrites it,
+``rounds`` times. The critic is its own config group, apart from the labeler (``feedback=``), so
+an RLAIF pipeline labels with any provider (a rule, a reward model, people) after this stage.
+Everything is kept in ``critiques.jsonl``; the final revisions become an ``sft`` artifact, so a
+following ``sft`` stage trains on them.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import random
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from omegaconf import OmegaConf
 
 from alignkit.core import ConfigError, StageResult
+from alignkit.core.interfaces import Critic, capability
 from alignkit.core.lm import sample_responses
 from alignkit.core.progress import SamplingProgress
 from alignkit.core.records_io import write_jsonl
@@ -37,13 +39,25 @@ class CritiqueReviseConfig:
     seed: int = 0
 
 
+def critic(ctx: Any) -> Critic:
+    """The run's ``critic`` (a feedback provider that can critique and revise), built as a stage builds
+    its feedback provider; a missing one, or one without ``Critic``'s members, is a ``ConfigError``."""
+    node = ctx.run.cfg.get("critic")
+    if node is None or node.get("name") is None:
+        raise ConfigError(f"stage '{ctx.name}' critiques and revises with the critic: add critic=constitution "
+                          "to the command line (feedback= is the labeler)")
+    found = capability(ctx.feedback(node), Critic)
+    if found is None or found.constitution is None:
+        raise ConfigError(f"stage '{ctx.name}' critiques and revises with the critic, and critic '{node.name}' "
+                          "cannot (it has no constitution, critique and revise); use critic=constitution")
+    return found
+
+
 class CritiqueReviseOptimizer:
     data_parallel = False  # under `accelerate launch` the main process samples and judges, the others wait
 
-    def __init__(self, config: Any) -> None:
-        data = OmegaConf.to_container(config, resolve=True)
-        data.pop("name", None)
-        self.options = CritiqueReviseConfig(**data)
+    def __init__(self, options: CritiqueReviseConfig, ctx: Any = None) -> None:
+        self.options = options  # validated by the core (core/options.py); ctx: the StageContext
         if self.options.rounds < 1:
             raise ConfigError("critique_revise.rounds must be at least 1")
 
@@ -53,12 +67,11 @@ class CritiqueReviseOptimizer:
         if limit == 0:
             return []
         if o.prompts_path:
-            from alignkit.core.pipeline import validate_config
+            from alignkit.core.options import build_component
 
-            entry = ctx.run.registry.get("data_source", "files")
-            source = entry.factory(validate_config("data source", "files", entry.config_schema,
-                                                   {"prompts": o.prompts_path, "seed": o.seed,
-                                                    "on_bad_record": "skip"}))
+            source = build_component(ctx.run.registry, "data_source", "files",
+                                     {"prompts": o.prompts_path, "seed": o.seed, "on_bad_record": "skip"},
+                                     ctx.run, group="data source")
             rows = source.prompts(split)
         else:
             rows = ctx.dataset("prompts", split)
@@ -68,11 +81,8 @@ class CritiqueReviseOptimizer:
 
     def run(self, ctx: Any) -> StageResult:
         o = self.options
-        provider = ctx.feedback()
-        constitution = getattr(provider, "constitution", None)
-        if constitution is None or not hasattr(provider, "critique") or not hasattr(provider, "revise"):
-            raise ConfigError(f"stage '{ctx.name}' critiques and revises with the feedback provider, and "
-                              f"feedback '{ctx.run.cfg.feedback.name}' cannot; use feedback=constitution")
+        provider = critic(ctx)
+        constitution = provider.constitution
         settings = ctx.trainer_settings()
         policy = ctx.load_model("policy")
         splits = {split: self._prompts(ctx, split) for split in ("train", "eval")}

@@ -73,14 +73,21 @@ def test_dataset_feedback_passes_the_data_pairs_through(run_alignkit):
     assert rows[0]["source"].startswith("alignkit-demo/")
 
 
+def critic_fast(tmp_path, prompts=3, eval_prompts=1, rounds=2):
+    """The critic (critic=constitution: the policy itself on tiny-random) and its stage, sized for tests."""
+    return (f"critic.cache_dir={tmp_path / 'critic'}", "critic.max_length=384", "critic.critique_max_new_tokens=6",
+            "critic.revision_max_new_tokens=6", f"critique_revise.prompts={prompts}",
+            f"critique_revise.eval_prompts={eval_prompts}", "critique_revise.max_new_tokens=6",
+            f"critique_revise.rounds={rounds}")
+
+
 def test_rlaif_dpo_pipeline_critiques_revises_and_trains(run_alignkit, tmp_path, caplog):
     caplog.set_level(logging.DEBUG, logger="alignkit")
     rd = run_alignkit("pipeline=rlaif_dpo", *NO_SFT_DATA, f"feedback.cache_dir={tmp_path / 'c'}", "feedback.max_length=384",
-                      "feedback.critique_max_new_tokens=6", "feedback.revision_max_new_tokens=6",
-                      "critique_revise.prompts=3", "critique_revise.eval_prompts=1", "critique_revise.max_new_tokens=6",
-                      "critique_revise.rounds=2", *LABEL_FAST, *DPO_FAST, f"optimizer.cache_dir={tmp_path / 'ref'}")
+                      *critic_fast(tmp_path), *LABEL_FAST, *DPO_FAST, f"optimizer.cache_dir={tmp_path / 'ref'}")
     stages = summary(rd)
-    assert [s["status"] for s in stages.values()] == ["skipped"] + ["completed"] * 4
+    assert [s["status"] for s in stages.values()] == ["skipped"] + ["completed"] * 5
+    assert list(stages)[-1] == "evaluate"
     kept = jsonl(rd.path / "02-critique_revise/critiques.jsonl")
     assert len(kept) == 4 and all(len(k["rounds"]) == 2 for k in kept)
     ids = {"helpful", "harmless", "honest", "not_sycophantic", "concise"}
@@ -100,11 +107,66 @@ def test_rlaif_dpo_pipeline_critiques_revises_and_trains(run_alignkit, tmp_path,
     assert any(m.startswith("judge choice: ") for m in messages)
 
 
-def test_critique_revise_needs_a_provider_that_can_revise(run_alignkit):
-    from alignkit.core import ConfigError
+# Before the critic had its own config group, every one of these stopped at critique_revise: "stage
+# 'critique_revise' critiques and revises with the feedback provider, and feedback 'rule' cannot".
+LABELERS = {
+    "rule": ("feedback=rule", "label.keep_ties=true"),  # the demo's arithmetic rule: a random model ties
+    "dataset": ("feedback=dataset",),
+    "reward_model": ("feedback=reward_model", "preference_model=rule",
+                     "preference_model.fn=alignkit.plugins.rules.demo:concise"),
+}
 
-    with pytest.raises(ConfigError, match="use feedback=constitution"):
-        run_alignkit("pipeline=rlaif_dpo", "feedback=rule", "critique_revise.prompts=1")
+
+@pytest.mark.parametrize("labeler", sorted(LABELERS))
+def test_rlaif_dpo_takes_any_labeler_apart_from_its_critic(run_alignkit, tmp_path, labeler):
+    rd = run_alignkit("pipeline=rlaif_dpo", *NO_SFT_DATA, *LABELERS[labeler], *critic_fast(tmp_path, 2, 0, 1),
+                      *LABEL_FAST, *DPO_FAST, f"optimizer.cache_dir={tmp_path / 'ref'}", "pipeline.skip=[evaluate]")
+    stages = summary(rd)
+    assert [s["status"] for s in stages.values()] == ["skipped"] + ["completed"] * 4 + ["skipped"]
+    kept = jsonl(rd.path / "02-critique_revise/critiques.jsonl")
+    assert len(kept) == 2 and all(r["principle"] for k in kept for r in k["rounds"]), "the constitution critiqued"
+    judged = jsonl(rd.path / "04-label/judgements.jsonl") if labeler != "dataset" else []
+    assert all(j["provider"] == labeler for j in judged)
+    assert stages["dpo"]["metrics"]["data/train_pairs"] == stages["label"]["metrics"]["label/train_pairs"] > 0
+
+
+def test_rlaif_dpo_with_people_as_labelers_waits_after_the_critique(tmp_path):
+    """feedback=human: the critic revises, SFT trains on the revisions, then the run stops at the label
+    stage with exit status 75 and the command that resumes it."""
+    import subprocess
+    import sys
+
+    from alignkit.core.errors import WaitingForFeedback
+    from alignkit.core.testing import FAST_OVERRIDES
+
+    run_dir = tmp_path / "run"
+    args = ["pipeline=rlaif_dpo", *FAST_OVERRIDES, *NO_SFT_DATA, "feedback=human",
+            f"feedback.db=sqlite:///{tmp_path / 'labels.db'}", *critic_fast(tmp_path, 2, 0, 1), *LABEL_FAST,
+            "label.calibration.enabled=false", f"hydra.run.dir={run_dir}"]
+    done = subprocess.run([sys.executable, "-m", "alignkit.core.cli", *args], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=600)
+    assert done.returncode == WaitingForFeedback.EXIT_WAITING == 75, done.stdout[-3000:] + done.stderr[-3000:]
+    stages = json.loads((run_dir / "summary.json").read_text())["stages"]
+    assert [stages[s]["status"] for s in ("critique_revise", "sft_revisions", "label")] == \
+        ["completed", "completed", "waiting"]
+    assert "resume with: alignkit pipeline=rlaif_dpo" in done.stdout and f"hydra.run.dir={run_dir}" in done.stdout
+
+
+def test_critique_revise_needs_a_critic_that_can_revise(stage_ctx, registry):
+    from omegaconf import OmegaConf
+
+    from alignkit.core import ConfigError
+    from alignkit.core.preflight import preflight
+    from alignkit.core.testing import compose
+    from alignkit.plugins.feedback.critique_revise import critic
+
+    without = compose(["pipeline=rlaif_dpo", "model=tiny-random", "~critic"], registry)
+    with pytest.raises(ConfigError, match=r"stage 'critique_revise' needs a critic: add critic=<one of constitution>"):
+        preflight(without, registry)
+    ctx = stage_ctx("pipeline=rlaif_dpo", "feedback=rule", name="critique_revise")
+    ctx.run.cfg.critic = OmegaConf.create({"name": "rule", "fn": "alignkit.plugins.rules.demo:concise"})
+    with pytest.raises(ConfigError, match="critic 'rule' cannot .*; use critic=constitution"):
+        critic(ctx)
 
 
 def test_the_bare_command_runs_the_preference_pipeline_with_the_graded_demo_rule(run_alignkit, compose_config, tmp_path):
@@ -113,8 +175,14 @@ def test_the_bare_command_runs_the_preference_pipeline_with_the_graded_demo_rule
     assert cfg.pipeline.name == "preference" and cfg.model.name_or_path == "smollm2-135m-instruct"
     assert [s.name for s in cfg.pipeline.stages] == ["sft", "label", "dpo", "evaluate"]
     assert cfg.feedback.name == "rule" and cfg.feedback.fn == "alignkit.plugins.rules.demo:arithmetic_graded"
-    assert cfg.evaluate.prompt_filter == "alignkit.plugins.rules.demo:verifiable"
-    assert "alignkit.plugins.rules.demo:arithmetic_correct" in cfg.evaluate.scorers
+    # the pipeline uses the data's task (core/task.py); the demo data declares its arithmetic rule
+    assert cfg.evaluate.prompt_filter == "task" and list(cfg.evaluate.scorers) == ["task"]
+    from alignkit.core.task import resolve_task
+    from alignkit.plugins.data.plugin import demo_source
+
+    evaluate = resolve_task(cfg.evaluate, lambda: demo_source(cfg.data))
+    assert evaluate.prompt_filter == "alignkit.plugins.rules.demo:verifiable"
+    assert "alignkit.plugins.rules.demo:arithmetic_correct" in evaluate.scorers
 
     # the same defaults on tiny-random, sizes made smaller; a random model writes no numbers, so
     # every pair is a tie, kept here as a strength-0.5 pair so that DPO has something to run on
@@ -154,3 +222,19 @@ def test_evaluate_keeps_the_datas_held_out_prompts_when_labelling_held_none_out(
     held_out = {json.dumps([{"role": m["role"], "content": m["content"]} for m in row["prompt"]], sort_keys=True)
                 for row in data.preferences("eval")}
     assert held_out & set(measured), "the data's held-out preference prompts are among those evaluated"
+
+
+def test_the_critic_group_is_listed_checked_and_planned(registry):
+    import io
+
+    from alignkit.core.preflight import preflight
+    from alignkit.core.testing import compose
+    from alignkit.core.usage import print_usage
+
+    out = io.StringIO()
+    print_usage(registry, out)
+    assert any(line.split() == ["critic", "constitution"] for line in out.getvalue().splitlines())
+    plan = preflight(compose(["pipeline=rlaif_dpo", "model=tiny-random", "feedback=rule"], registry), registry)
+    assert plan.components["critic"].startswith("constitution") and plan.components["feedback"].startswith("rule")
+    with pytest.raises(Exception, match=r"critic 'constitution' has no option 'modle' \(did you mean 'model'\?\)"):
+        preflight(compose(["pipeline=rlaif_dpo", "model=tiny-random", "+critic.modle=x"], registry), registry)

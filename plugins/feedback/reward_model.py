@@ -43,6 +43,10 @@ class RewardModelFeedback:
         self.calls += len(responses)
         return out
 
+    def score(self, prompts: Sequence[Any], responses: Sequence[str]) -> list[float]:
+        """The preference model's score of each response (label.pair_selection=best_worst|divpo)."""
+        return self._scores(prompts, responses)
+
     def judge(self, prompts: Sequence[Any], responses_a: Sequence[str], responses_b: Sequence[str]) -> list[PairJudgement]:
         check_batch("reward_model", prompts, responses_a, responses_b)
         ra = self._scores(prompts, responses_a)

@@ -5,7 +5,7 @@ Both hand out ``datasets.Dataset`` objects with the normalised columns of
 """
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,7 +20,14 @@ DEMO_DIR = Path(__file__).resolve().parent / "demo"
 SPLITS = ("train", "eval")
 # data=demo's prompt sets: (training prompts, held-out prompts or None for an eval_fraction split)
 DEMO_PROMPT_SETS = {"mixed": ("prompts.jsonl", None), "math": ("math_prompts.jsonl", "math_eval_prompts.jsonl")}
+# data=demo's preference sets (data.preferences=..., or a stage's `data: {preferences: ...}`): every family's pairs,
+# or the helpfulness / harmlessness pairs of pipeline=llama2_chat's two reward models (demo/README.md)
+DEMO_PREFERENCE_SETS = {"mixed": "preferences.jsonl", "helpful": "helpful_preferences.jsonl",
+                        "harmless": "harmless_preferences.jsonl"}
 ON_BAD_RECORD = ("error", "skip")
+# The demo's task (core/task.py): the arithmetic questions its rules check, and their rewards
+DEMO_VERIFIER = "alignkit.plugins.rules.demo:verifiable"
+DEMO_SCORERS = ("alignkit.plugins.rules.demo:arithmetic_graded", "alignkit.plugins.rules.demo:arithmetic_correct")
 
 
 # -- option schemas (fields = the keys of conf/data/<name>.yaml, minus ``name``) ----------
@@ -31,9 +38,19 @@ class DemoDataConfig:
     """Options of ``data=demo``."""
 
     prompt_set: str = "mixed"
+    preferences: str = "mixed"  # mixed | helpful | harmless (DEMO_PREFERENCE_SETS)
     eval_fraction: float = 0.1
     seed: int = 0
     on_bad_record: str = "error"
+
+
+@dataclass
+class TaskConfig:
+    """``data.task``: what your prompts ask, for the stages whose options say ``task``
+    (``label.prompt_filter: task``, ``evaluate.scorers: [task]``; core/task.py)."""
+
+    verifier: Optional[str] = None  # package.module:function(prompt) -> bool: prompts whose answers can be checked
+    scorers: list[str] = field(default_factory=list)  # package.module:function(prompt_messages, response) -> float
 
 
 @dataclass
@@ -53,6 +70,7 @@ class FilesDataConfig:
     # every text of a record (a message, chosen, rejected) is cut to this many characters
     # before tokenising: one 50 MB line otherwise takes gigabytes; null: no cap
     max_chars_per_field: Optional[int] = 20000
+    task: TaskConfig = field(default_factory=TaskConfig)
 
 
 # -- sources ----------------------------------------------------------------------------
@@ -66,6 +84,9 @@ class FilesDataSource:
     of bad records skipped when ``on_bad_record="skip"``; ``truncated`` to the number of
     records cut to ``max_chars_per_field``; ``identical`` to the number of preference pairs
     dropped because ``chosen`` and ``rejected`` are the same.
+
+    It declares the task of ``task`` (``interfaces.TaskDeclaration``): ``task_verifier`` and
+    ``task_scorers``, none unless configured.
     """
 
     def __init__(self, *, sft: Optional[str] = None, preferences: Optional[str] = None,
@@ -74,7 +95,7 @@ class FilesDataSource:
                  format: str = F.AUTO, eval_fraction: float = 0.1, seed: int = 0,
                  on_bad_record: str = "error",
                  max_chars_per_field: Optional[int] = FilesDataConfig.max_chars_per_field,
-                 name: str = "files") -> None:
+                 task: Any = None, name: str = "files") -> None:
         if format not in F.FORMAT_CHOICES:
             raise ConfigError(f"data '{name}': unknown format '{format}'; use one of: "
                               f"{', '.join(F.FORMAT_CHOICES)}")
@@ -88,6 +109,7 @@ class FilesDataSource:
             raise ConfigError(f"data '{name}': max_chars_per_field must be a positive number of characters "
                               f"or null (no cap), not {max_chars_per_field!r}")
         self.name = name
+        self.task_verifier, self.task_scorers = _task(task, name)
         self.format = format
         self.eval_fraction = float(eval_fraction)
         self.seed = int(seed)
@@ -188,19 +210,49 @@ class DemoDataSource(FilesDataSource):
     ``prompt_set="mixed"``: the 100 prompts of every demo family (10% held out);
     ``"math"``: 800 arithmetic and conversion questions to train on and 120 held-out ones, all
     verifiable by ``alignkit.plugins.rules.demo``, for online RL that must not memorise answers.
+    ``preferences="helpful"`` / ``"harmless"``: 50 pairs each, complete vs evasive answers and refusals of
+    harmful requests vs compliance, for pipeline=llama2_chat's two reward models (default ``"mixed"``).
+    Its task (``TaskDeclaration``) is that arithmetic: ``verifiable`` keeps the questions the rules
+    check, ``arithmetic_graded`` and ``arithmetic_correct`` score the answers.
     """
 
-    def __init__(self, *, prompt_set: str = "mixed", eval_fraction: float = 0.1, seed: int = 0,
-                 on_bad_record: str = "error", name: str = "demo") -> None:
+    def __init__(self, *, prompt_set: str = "mixed", preferences: str = "mixed", eval_fraction: float = 0.1,
+                 seed: int = 0, on_bad_record: str = "error", name: str = "demo") -> None:
         if prompt_set not in DEMO_PROMPT_SETS:
             raise ConfigError(f"data '{name}': prompt_set must be one of {', '.join(DEMO_PROMPT_SETS)}, "
                               f"not {prompt_set!r}")
+        if preferences not in DEMO_PREFERENCE_SETS:
+            raise ConfigError(f"data '{name}': preferences must be one of {', '.join(DEMO_PREFERENCE_SETS)}, "
+                              f"not {preferences!r}; for a file of your own use data=files data.preferences=FILE")
         prompts, eval_prompts = DEMO_PROMPT_SETS[prompt_set]
-        super().__init__(sft=str(DEMO_DIR / "sft.jsonl"), preferences=str(DEMO_DIR / "preferences.jsonl"),
+        super().__init__(sft=str(DEMO_DIR / "sft.jsonl"), preferences=str(DEMO_DIR / DEMO_PREFERENCE_SETS[preferences]),
                          prompts=str(DEMO_DIR / prompts),
                          eval_prompts=str(DEMO_DIR / eval_prompts) if eval_prompts else None,
-                         eval_fraction=eval_fraction, seed=seed, on_bad_record=on_bad_record, name=name)
+                         eval_fraction=eval_fraction, seed=seed, on_bad_record=on_bad_record,
+                         task={"verifier": DEMO_VERIFIER, "scorers": list(DEMO_SCORERS)}, name=name)
         self.prompt_set = prompt_set
+
+
+def _task(task: Any, name: str) -> tuple[Optional[str], tuple[str, ...]]:
+    """``data.task`` (a mapping or a ``TaskConfig``) as (verifier, scorers), checked for shape;
+    the functions themselves are imported by the pre-run check and the stages that use them."""
+    if task is None:
+        return None, ()
+    if is_dataclass(task):
+        task = asdict(task)
+    if not isinstance(task, dict):
+        raise ConfigError(f"data '{name}': task must be a mapping with verifier and scorers, not {task!r}")
+    unknown = sorted(set(task) - {"verifier", "scorers"})
+    if unknown:
+        raise ConfigError(f"data '{name}': task has no option {', '.join(map(repr, unknown))}; "
+                          "its options are: scorers, verifier")
+    verifier, scorers = task.get("verifier"), task.get("scorers") or []
+    if verifier is not None and (not isinstance(verifier, str) or ":" not in verifier):
+        raise ConfigError(f"data '{name}': task.verifier must be package.module:function, not {verifier!r}")
+    if isinstance(scorers, str) or not all(isinstance(s, str) and ":" in s for s in scorers):
+        raise ConfigError(f"data '{name}': task.scorers must be a list of package.module:function, "
+                          f"not {scorers!r}")
+    return verifier or None, tuple(scorers)
 
 
 def _check_split(split: str) -> None:
@@ -211,34 +263,24 @@ def _check_split(split: str) -> None:
 # -- factories --------------------------------------------------------------------------
 
 
-def _options(cfg: Any, schema: type, name: str) -> dict[str, Any]:
-    """The config (DictConfig or mapping) as keyword arguments; unknown keys are an error."""
-    if cfg is None:
-        data: dict[str, Any] = {}
-    else:
-        try:
-            from omegaconf import DictConfig, OmegaConf
+def _options(options: Any, schema: type, name: str) -> dict[str, Any]:
+    """The validated options as keyword arguments. The core hands the factory a ``schema`` instance;
+    a mapping (a direct call, ``files_source({"sft": "a.jsonl"})``) is checked the same way."""
+    if not isinstance(options, schema):
+        from alignkit.core.options import dataclass_options
 
-            data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-        except ImportError:  # pragma: no cover
-            data = dict(cfg)
-    data.pop("name", None)
-    allowed = {f.name for f in fields(schema)}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ConfigError(f"data source '{name}' has no option {', '.join(map(repr, unknown))}; "
-                          f"its options are: {', '.join(sorted(allowed))}")
-    return data
+        options = dataclass_options(schema, options, f"data source '{name}'")
+    return {f.name: getattr(options, f.name) for f in fields(schema)}
 
 
-def files_source(cfg: Any = None) -> FilesDataSource:
-    """Factory of ``data=files``: ``cfg`` holds the keys of ``FilesDataConfig``."""
-    return FilesDataSource(**_options(cfg, FilesDataConfig, "files"), name="files")
+def files_source(options: Any = None, ctx: Any = None) -> FilesDataSource:
+    """Factory of ``data=files``: ``options`` is a ``FilesDataConfig`` (ctx: the RunContext, unused)."""
+    return FilesDataSource(**_options(options, FilesDataConfig, "files"), name="files")
 
 
-def demo_source(cfg: Any = None) -> DemoDataSource:
-    """Factory of ``data=demo``: ``cfg`` holds the keys of ``DemoDataConfig``."""
-    return DemoDataSource(**_options(cfg, DemoDataConfig, "demo"), name="demo")
+def demo_source(options: Any = None, ctx: Any = None) -> DemoDataSource:
+    """Factory of ``data=demo``: ``options`` is a ``DemoDataConfig`` (ctx: the RunContext, unused)."""
+    return DemoDataSource(**_options(options, DemoDataConfig, "demo"), name="demo")
 
 
 @hookimpl

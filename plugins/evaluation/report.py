@@ -300,6 +300,10 @@ NOT_JUDGE = frozenset({"cache", "cache_dir", "batch_size", "concurrency", "timeo
                        "api_key_env", "url", "wait"})
 """Feedback settings that change how a judge runs, not what it prefers: not part of its identity."""
 
+JUDGE_NAMED_BY = ("fn", "model", "backend", "constitution", "preference_model")
+"""The settings that name a judge in the report's legend when no other judge of the sweep has its provider
+(its rule, its model, its constitution, its reward model), rather than every setting it has."""
+
 EVALUATE_STAGE = re.compile(r"evaluate(_\d+)?")
 
 
@@ -541,15 +545,30 @@ def _judge_tags(records: Sequence[Mapping[str, Any]]) -> tuple[list[str | None],
     if len(distinct) < 2:
         return [None] * len(records), []
     judges = [json.loads(i) for i in distinct]
-    differing = sorted({k for j in judges for k in j if len({json.dumps(x.get(k), sort_keys=True) for x in judges}) > 1}
-                       - {"name"})
     legend = []
     for n, j in enumerate(judges, start=1):
+        peers = [x for x in judges if x.get("name") == j.get("name")]
+        if len(peers) > 1:  # the same provider with other settings: the settings in which they differ
+            keys = sorted(k for k in {k for x in peers for k in x} - {"name"}
+                          if len({json.dumps(x.get(k), sort_keys=True) for x in peers}) > 1)
+        else:  # a provider of its own (a sweep over feedback=rule,constitution): what names the judge
+            keys = [k for k in JUDGE_NAMED_BY if k in j and j[k] not in (None, "")]
         settings = ", ".join(f"{k}={json.dumps(j.get(k)) if isinstance(j.get(k), (dict, list)) else j.get(k)}"
-                             for k in differing)
+                             for k in keys)
         runs = ", ".join(f"`{r['label']}`" for r, i in zip(records, identities) if i == distinct[n - 1])
         legend.append(f"J{n} = feedback `{j['name']}`" + (f" ({settings})" if settings else "") + f": runs {runs}")
     return [f"J{distinct.index(i) + 1}" if i else None for i in identities], legend
+
+
+def composite_columns(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(column, metric) for a composite preference model's combined score and each of its members'
+    (``reward/composite/helpful/policy_mean``), the policy's mean: a sweep over the combiner compares
+    the members, as the combined scores of different combiners are on different scales."""
+    keys = {k for r in records for k in r["metrics"] if k.startswith("reward/") and k.endswith("/policy_mean")}
+    scorers = {k[len("reward/"):-len("/policy_mean")] for k in keys}
+    parents = sorted({s.split("/")[0] for s in scorers if s.count("/") == 1} & scorers)
+    return [(scorer, f"reward/{scorer}/policy_mean") for parent in parents
+            for scorer in [parent, *sorted(s for s in scorers if s.startswith(parent + "/"))]]
 
 
 def _win_cell(m: Mapping[str, Any]) -> str:
@@ -617,6 +636,7 @@ def comparison(dirs: Sequence[Path], kl_budget: float | None = None, metric: str
         ranks.update(_ranks([(i, v) for i, v in ranked if v is not None], higher))
     gain_key = key.replace("/policy_mean", "/gain") if key and key.endswith("/policy_mean") else None
     columns: list[tuple[str, Any]] = [
+        *((name, lambda m, k=k: fmt(m.get(k))) for name, k in composite_columns(records) if k != key),
         ("gain", lambda m: fmt(m.get(gain_key)) if gain_key else "-"),
         ("win rate", _win_cell),
         ("judge", None),

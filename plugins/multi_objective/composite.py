@@ -50,7 +50,7 @@ class CompositeScorer:
                  is_safety: Optional[Callable[[Any], Any]] = None) -> None:
         self.members = dict(members)
         self.combiner = str(cfg.combiner)
-        self.weights = {str(k): float(v) for k, v in dict(cfg.get("weights") or {}).items()}
+        self.weights = {str(k): float(v) for k, v in dict(cfg.weights or {}).items()}
         self.helpfulness, self.safety = str(cfg.helpfulness_member), str(cfg.safety_member)
         self.cost, self.budget = str(cfg.cost_member), float(cfg.cost_budget)
         self.threshold, self.scale = float(cfg.safety_threshold), str(cfg.member_scale)
@@ -64,8 +64,9 @@ class CompositeScorer:
         self._metrics: dict[str, float] = {}
 
     @classmethod
-    def from_config(cls, cfg: Any, ctx: Any = None) -> CompositeScorer:
-        members_node = cfg.get("members") or {}
+    def from_config(cls, cfg: CompositeConfig, ctx: Any = None) -> CompositeScorer:
+        """factory(options, ctx): ``cfg`` is the validated ``CompositeConfig``, ``ctx`` the StageContext."""
+        members_node = cfg.members or {}
         if not members_node:
             raise ConfigError("preference_model=composite needs members: e.g. "
                               "'+preference_model.members.helpful={name: rule, fn: package.module:function}' "
@@ -83,7 +84,7 @@ class CompositeScorer:
                 members[str(name)] = ctx.preference_model(node)
             except ConfigError as exc:
                 raise ConfigError(f"preference_model.members.{name}: {exc}") from exc
-        spec = cfg.get("safety_prompt")
+        spec = cfg.safety_prompt
         is_safety = load_callable(str(spec), what="preference_model.safety_prompt") if spec else None
         return cls(members, cfg, is_safety)
 
@@ -157,7 +158,7 @@ def check(cfg: Any, names: Sequence[str]) -> None:
                           f"not {cfg.normalise!r}")
     needed: dict[str, str] = {}
     if combiner == "weighted":
-        unknown = sorted(set(map(str, dict(cfg.get("weights") or {}))) - set(names))
+        unknown = sorted(set(map(str, dict(cfg.weights or {}))) - set(names))
         if unknown:
             raise ConfigError(f"preference_model.weights names {', '.join(unknown)}, which are not members "
                               f"(members: {', '.join(names)})")
@@ -172,7 +173,7 @@ def check(cfg: Any, names: Sequence[str]) -> None:
     else:
         needed = {"helpfulness_member": str(cfg.helpfulness_member), "cost_member": str(cfg.cost_member)}
         for key in ("lambda_init", "lambda_lr"):
-            value = float(cfg.get(key))
+            value = float(getattr(cfg, key))
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"preference_model.{key} must be a finite number >= 0, not {value}")
     for key, member in needed.items():

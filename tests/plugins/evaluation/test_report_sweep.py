@@ -169,6 +169,24 @@ def test_win_rates_from_different_judges_are_flagged_and_ranked_apart(tmp_path):
     assert "not comparable" not in compare_runs([same])[1]
 
 
+JUDGE = {"name": "constitution", "model": None, "backend": "local", "constitution": "default", "style": "plain",
+         "both_orders": True, "temperature": 0.7, "cache": True}
+
+
+def test_judges_of_different_providers_are_named_by_what_names_them(tmp_path):
+    """A sweep over feedback=rule,constitution (pipeline=rlaif_dpo): each judge by its rule, its model, its
+    constitution; not the other provider's settings as None (fn=None, style=None, ...)."""
+    for i, feedback in enumerate([RULE_A, JUDGE]):
+        write_run(tmp_path / str(i), [f"feedback={feedback['name']}"], {},
+                  {"win/win_rate": 0.5, "win/n": 4, "kl/per_sequence": 1.0, "reward/demo:graded/policy_mean": 0.1 * i},
+                  feedback=feedback)
+    text = compare_runs([tmp_path])[1]
+    assert "- J1 = feedback `rule` (fn=demo:graded): runs `0`" in text
+    assert "- J2 = feedback `constitution` (model=the policy of run 1, backend=local, constitution=default): runs `1`" \
+        in text
+    assert "None" not in text
+
+
 def test_failed_unfinished_and_corrupt_jobs_are_marked_not_dropped(tmp_path):
     sweep = tmp_path / "sweep"
     write_run(sweep / "0", ["optimizer.beta=0.1"], {"dpo": {"eval/rewards/accuracy": 0.8}}, {"kl/per_sequence": 1})
@@ -237,3 +255,25 @@ def test_a_round_pipeline_is_compared_by_its_last_round(tmp_path):
     assert c["best"]["run"] == "0", "round 2: 0.7 against 0.6"
     text = compare_runs([tmp_path])[1]
     assert "### Stage `dpo_1`" in text and "### Stage `dpo_2`" in text and "Stage `evaluate" not in text
+
+
+def test_a_sweep_over_the_composite_combiner_shows_each_members_score(tmp_path):
+    """`alignkit -m pipeline=llama2_chat preference_model.combiner=weighted,llama2`: the combined scores of two
+    combiners are on different scales, so the comparison shows each member's policy mean too."""
+    sweep = tmp_path / "sweep"
+    runs = [("weighted", 0.12, 0.5, -0.25), ("llama2", -0.4, 0.75, 0.1)]
+    for i, (combiner, combined, helpful, safe) in enumerate(runs):
+        evaluation = {"reward/composite/policy_mean": combined, "reward/composite/helpful/policy_mean": helpful,
+                      "reward/composite/safe/policy_mean": safe, "reward/composite/helpful/gain": helpful - 0.5,
+                      "safety/refusal_harmful_policy": 0.5, "safety/over_refusal_policy": 0.25,
+                      "kl/per_sequence": 0.01 * (i + 1)}
+        write_run(sweep / str(i), ["pipeline=llama2_chat", f"preference_model.combiner={combiner}"], {}, evaluation)
+    _, text = compare_runs([sweep])
+    main = table_rows(text, "run")
+    # ranked by the first scorer every run has (composite/helpful); the combined and the other member follow it
+    assert main[0] == ["run", "status", "preference_model.combiner", "rank", "reward/composite/helpful/policy_mean",
+                       "composite", "composite/safe", "gain", "KL/resp", "refusal (harmful)", "over-refusal"]
+    assert [r[2:7] for r in main[1:]] == [["weighted", "2", "0.5", "0.12", "-0.25"],
+                                          ["llama2", "1", "0.75", "-0.4", "0.1"]]
+    _, text = compare_runs([sweep], metric="composite/safe")
+    assert table_rows(text, "run")[0][4:7] == ["reward/composite/safe/policy_mean", "composite", "composite/helpful"]

@@ -102,3 +102,48 @@ def test_a_threshold_drops_prompts_whose_best_is_not_good_enough(run_alignkit, t
     assert metrics["best_of_n/below_threshold"] == sum(b < 23 for b in bests)
     with pytest.raises(DataError, match="kept no response"):
         run_alignkit(*args, "best_of_n.threshold=1000", run_dir=tmp_path / "b")
+
+
+def test_best_over_rounds_keeps_each_prompts_best_answer_of_every_round(run_alignkit, tmp_path):
+    """best_of_n.best_over_rounds (Llama 2): round 2 scores round 1's kept answer again beside its own samples
+    and keeps whichever is best; prompts round 2 did not sample keep round 1's answer."""
+    prompts = tmp_path / "prompts.jsonl"
+    questions = ["Name a colour.", "Say hello.", "Count to three.", "Name a fruit.", "Name an animal."]
+    prompts.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": q}]}) + "\n" for q in questions))
+    rd = run_alignkit("pipeline=rejection_sampling", *FAST, f"data.prompts={prompts}", "data.eval_fraction=0",
+                      f"preference_model.fn={__name__}:variety", "best_of_n.prompts=4", "best_of_n.samples=2",
+                      "best_of_n.best_over_rounds=true", "pipeline.skip=[evaluate]")
+    stages = json.loads((rd.path / "summary.json").read_text())["stages"]
+
+    def pool(folder):
+        return {json.dumps(r["messages"][:-1]): r for r in jsonl(rd.path / folder / "sft" / "train.jsonl")}
+
+    first, second = pool("02-best_of_n_1"), pool("05-best_of_n_2")
+    samples = jsonl(rd.path / "05-best_of_n_2" / "samples.jsonl")
+    sampled = {json.dumps(s["prompt"]) for s in samples}
+    assert len(sampled) == 4 and len(first) == 4
+    for key, row in first.items():
+        answer = row["messages"][-1]["content"]
+        if key not in sampled:  # not drawn in round 2: carried over as it was
+            assert second[key] == row
+            continue
+        group = [s for s in samples if json.dumps(s["prompt"]) == key]
+        # round 1's answer comes first, scored again by the same rule, then round 2's two samples
+        assert [s["sample"] for s in group] == [-1, 0, 1] and group[0]["response"] == answer
+        assert all(s["score"] == variety(None, s["response"]) for s in group)
+        best = max(group, key=lambda s: s["score"])  # the first of equal bests: round 1's answer wins ties
+        assert second[key]["messages"][-1]["content"] == best["response"]
+        assert second[key]["score"] == best["score"] >= row["score"]
+        assert [s["kept"] for s in group] == [s is best for s in group]
+    new_prompts = sampled - set(first)  # drawn in round 2 only: their best of two
+    for key in new_prompts:
+        group = [s for s in samples if json.dumps(s["prompt"]) == key]
+        assert [s["sample"] for s in group] == [0, 1]
+    assert set(second) == set(first) | sampled
+    metrics = stages["best_of_n_2"]["metrics"]
+    assert metrics["best_of_n/kept"] == len(second) == stages["sft_2"]["metrics"]["data/train_examples"]
+    assert metrics["best_of_n/carried_over"] == len(set(first) - sampled)
+    assert metrics["best_of_n/kept_from_earlier_rounds"] == sum(
+        1 for s in samples if s["sample"] == -1 and s["kept"])
+    assert "best_of_n/carried_over" not in stages["best_of_n_1"]["metrics"] or \
+        stages["best_of_n_1"]["metrics"]["best_of_n/carried_over"] == 0

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from alignkit.core import ConfigError, hookimpl
 from alignkit.core.pipeline import RunContext, StageContext, run_pipeline
 from alignkit.core.testing import FAST_OVERRIDES, compose
+from alignkit.core.types import ModelSpec
 from alignkit.plugins.reward.bradley_terry import METADATA
 
 from .conftest import learnable_pairs, write
@@ -128,11 +129,9 @@ def test_lora_trains_the_backbone_and_saves_a_merged_model(tmp_path, run_alignki
 
 
 def scorer_at(folder: Path, k: float):
-    from alignkit.plugins.reward.preference_model import build
+    from alignkit.plugins.reward.preference_model import BradleyTerryConfig, build
 
-    node = OmegaConf.create({"name": "bradley_terry", "path": str(folder), "uncertainty_penalty": k,
-                             "device": "cpu"})
-    return build(node, None)
+    return build(BradleyTerryConfig(path=str(folder), uncertainty_penalty=k, device="cpu"), None)
 
 
 class _CrashAt:
@@ -199,6 +198,41 @@ def test_a_preference_model_without_a_reward_model_is_a_config_error(trained, tm
                                                "path": str(rd.path / "02-reward_model" / "reward_model")}))
     with pytest.raises(ConfigError, match="has no option 'fn'"):
         ctx.preference_model(OmegaConf.create({"name": "bradley_terry", "fn": "x:y"}))
+
+
+def test_a_preference_model_reads_the_reward_model_of_the_stage_it_names(trained, tmp_path, registry):
+    """Two reward stages in one run (pipeline=llama2_chat): ``stage`` picks one; without it, the newest."""
+    import shutil
+
+    from alignkit.core.rundir import RunDir
+    from alignkit.core.types import StageResult
+
+    rd, _ = trained
+    run_dir = RunDir(tmp_path / "run", pipeline="llama2_chat")
+    previous = {}
+    for index, name in ((2, "reward_helpful"), (3, "reward_safe")):
+        folder = run_dir.path / f"0{index}-{name}" / "reward_model"
+        shutil.copytree(rd.path / "02-reward_model" / "reward_model", folder)
+        previous[name] = StageResult(artifacts={"reward_model": f"0{index}-{name}/reward_model"})
+    previous["sft_1"] = StageResult(artifacts={"model": "04-sft_1/model"})
+    cfg = compose([*FAST_OVERRIDES], registry)
+    ctx = StageContext(run=RunContext(cfg, registry, run_dir), name="ppo", index=5, dir=tmp_path / "05-ppo",
+                       config=OmegaConf.create({}), trainer=cfg.trainer, policy=ModelSpec("tiny-random"),
+                       previous=previous)
+
+    def folder(**node):
+        return ctx.preference_model(OmegaConf.create({"name": "bradley_terry", "device": "cpu", **node})).path
+
+    assert folder(stage="reward_helpful") == run_dir.path / "02-reward_helpful" / "reward_model"
+    assert folder(stage="reward_safe") == run_dir.path / "03-reward_safe" / "reward_model"
+    assert folder() == run_dir.path / "03-reward_safe" / "reward_model", "no stage: the newest"
+    with pytest.raises(ConfigError, match="stage=reward_help: no stage named 'reward_help' ran before stage 'ppo'; "
+                                          "the earlier stages that trained one: reward_helpful, reward_safe"):
+        folder(stage="reward_help")
+    with pytest.raises(ConfigError, match="stage=sft_1: stage 'sft_1' left no reward model"):
+        folder(stage="sft_1")
+    with pytest.raises(ConfigError, match="not both"):
+        folder(stage="reward_safe", path=str(run_dir.path / "02-reward_helpful" / "reward_model"))
 
 
 def test_the_pipeline_and_option_compose(registry):

@@ -20,11 +20,10 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from omegaconf import OmegaConf
 
 from alignkit.core.callables import call_scorer, load_callable
 from alignkit.core.errors import ConfigError, DataError
-from alignkit.core.interfaces import score_parts
+from alignkit.core.interfaces import judges_new_answers, score_parts
 from alignkit.core.pipeline import StageContext
 from alignkit.core.records_io import write_jsonl
 from alignkit.core.rundir import atomic_write_json
@@ -65,6 +64,7 @@ class EvaluateConfig:
     kl_budget: Optional[float] = None  # nats per response: warn above it (the report marks it)
     samples_in_report: int = 4
     report: bool = True
+    generation: str = "auto"  # auto (see ``sampler``) | a generation backend: kv | transformers | vllm | ...
 
 
 # -- prompts and models ---------------------------------------------------------------------
@@ -174,15 +174,46 @@ def _configured(node: Any) -> bool:
     return node is not None and node.get("name") is not None
 
 
+def _generation_on_command_line() -> bool:
+    """Whether this job's command line chose a backend (``generation=...``)."""
+    from alignkit.core.pipeline import command_line_overrides
+
+    return any(o.split("=", 1)[0].lstrip("+~") == "generation" for o in command_line_overrides())
+
+
+def kv_supports(model: Any) -> bool:
+    """``generation=kv`` projects the vocabulary at the last position only (``logits_to_keep``) and
+    keeps a ``DynamicCache``: models whose forward lacks ``logits_to_keep`` sample with transformers."""
+    import inspect
+
+    from alignkit.core.lm import _unwrap
+
+    return "logits_to_keep" in inspect.signature(_unwrap(model).forward).parameters
+
+
+def sampler_name(choice: str, run_backend: str, chosen_on_command_line: bool, model: Any) -> str:
+    """The generation backend the evaluate stage samples with.
+
+    ``evaluate.generation=auto``: the run's backend (``generation=``) when the command line names
+    one or it is not the default ``transformers``; otherwise ``kv`` (core/decoding.py), which draws
+    exactly from the same distribution (temperature, top_p, never top_k) as ``model.generate`` but
+    without ``torch.multinomial`` over the whole vocabulary, ~5x faster on tiny-random (docs/benchmarks.md);
+    ``transformers`` for a model kv cannot drive. Any other value names the backend to use.
+    """
+    if choice != "auto":
+        return choice
+    if run_backend != "transformers" or chosen_on_command_line:
+        return run_backend
+    return "kv" if kv_supports(model) else "transformers"
+
+
 class Evaluator:
     """``optimizer=evaluate``: samples policy and reference, measures, writes the report."""
 
     data_parallel = False  # under `accelerate launch` the main process evaluates, the others wait
 
-    def __init__(self, config: Any) -> None:
-        data = OmegaConf.to_container(config, resolve=True)
-        data.pop("name", None)
-        self.options = EvaluateConfig(**data)
+    def __init__(self, options: EvaluateConfig, ctx: Any = None) -> None:
+        self.options = options  # validated by the core (core/options.py); ctx: the StageContext
         if self.options.num_prompts <= 0:
             raise ConfigError("evaluate.num_prompts must be at least 1")
         if self.options.samples <= 0:
@@ -214,8 +245,9 @@ class Evaluator:
         safety_rows = self._safety_rows()
         probe_rows = sycophancy_probes(o.sycophancy_file)[: max(0, o.sycophancy_prompts)]
         everything = prompts + [r["prompt"] for r in safety_rows] + [r["prompt"] for r in probe_rows]
-        pol_all = self._sample(policy, everything, seed, "evaluate: policy", settings.progress)
-        ref_all = self._sample(reference, everything, seed, "evaluate: reference", settings.progress)
+        generator = self._generator(ctx, policy.model)
+        pol_all = self._sample(policy, everything, seed, "evaluate: policy", settings.progress, generator)
+        ref_all = self._sample(reference, everything, seed, "evaluate: reference", settings.progress, generator)
         n, k = len(prompts), len(safety_rows)
         pol, ref = pol_all[:n], ref_all[:n]
         results: dict[str, Any] = {"policy": ctx.policy.name_or_path, "reference": ref_spec.name_or_path,
@@ -377,11 +409,11 @@ class Evaluator:
                   seed: int, results: dict) -> dict[str, float]:
         """Policy vs reference by the configured feedback provider; each pair is shown in a
         seeded random order so a judge's position bias cancels out. A provider that only looks
-        labels up (``judges_new_answers = False``, feedback=dataset) gets a warning instead."""
+        labels up (``interfaces.JudgesNewAnswersFlag``, feedback=dataset) gets a warning instead."""
         if not self.options.win_rate or not _configured(ctx.run.cfg.get("feedback")):
             return {}
         judge = ctx.feedback()
-        if not getattr(judge, "judges_new_answers", True):
+        if not judges_new_answers(judge):
             scored_by = [str(s) for s in self.options.scorers]
             if self.options.preference_model and _configured(ctx.run.cfg.get("preference_model")):
                 scored_by.insert(0, f"preference_model={ctx.run.cfg.preference_model.name}")
@@ -414,8 +446,26 @@ class Evaluator:
         out["win/pending"] = pending
         return out
 
+    def _generator(self, ctx: StageContext, model: Any) -> Any:
+        """The backend both models sample with (``sampler_name``), built once per run."""
+        from alignkit.core.options import build_component
+
+        node = ctx.run.cfg.get("generation")
+        run_backend = str(node.get("name")) if _configured(node) else "transformers"
+        name = sampler_name(self.options.generation, run_backend, _generation_on_command_line(), model)
+        if name == run_backend:
+            generator = ctx.generator()
+        else:  # another backend than the run's, with its own defaults
+            cache = ctx.run.generators
+            if name not in cache:
+                cache[name] = build_component(ctx.run.registry, "generator", name, {"name": name}, ctx.run,
+                                              group="generation")
+            generator = cache[name]
+        log.info("evaluate: sampling with generation=%s", getattr(generator, "name", name))
+        return generator
+
     def _sample(self, loaded: Any, prompts: list, seed: int, desc: str = "evaluate",
-                show_progress: bool = True) -> list[tuple[Any, str]]:
+                show_progress: bool = True, generator: Any = None) -> list[tuple[Any, str]]:
         from alignkit.core.lm import sample_responses
 
         o = self.options
@@ -425,7 +475,7 @@ class Evaluator:
         try:
             return sample_responses(loaded.model, loaded.tokenizer, prompts, max_new_tokens=o.max_new_tokens,
                                     temperature=o.temperature, top_p=o.top_p, batch_size=o.batch_size, seed=seed,
-                                    progress=desc, show_progress=show_progress)
+                                    generator=generator, progress=desc, show_progress=show_progress)
         finally:
             config.top_k = top_k
 

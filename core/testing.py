@@ -23,7 +23,7 @@ removes them): override one as ``@pytest.fixture(scope="class")`` over ``@classm
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import pytest
 
@@ -87,6 +87,17 @@ def with_plugins(pm: Any, plugins: Sequence[Any]) -> Any:
         if not pm.is_registered(plugin):
             pm.register(plugin, name=getattr(plugin, "__name__", None))
     return pm
+
+
+@pytest.fixture(autouse=True)
+def _forget_the_hydra_job() -> Iterator[None]:
+    """``compose`` records its job in ``HydraConfig`` as ``@hydra.main`` does; forget it after each
+    test, so a later test's relative paths are not resolved against an earlier test's folder
+    (hydra.utils.to_absolute_path reads the recorded job's working directory)."""
+    yield
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().cfg = None
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ defaults are declared once. Any option can be changed from the command line, the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass
 from importlib import resources
@@ -199,6 +200,7 @@ def parse(config: Any, schema: type = RLOptions) -> RLOptions:
     return schema(**{k: v for k, v in data.items() if k in known})  # not `name`, nor a stage's `trainer`
 
 
+@functools.lru_cache(maxsize=None)
 def schema(name: str) -> type:
     """``RLOptions`` with the defaults of conf/optimizer/<name>.yaml: what a stage that runs
     ``name`` without that file's node (``stages[].config``) starts from."""

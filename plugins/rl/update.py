@@ -140,8 +140,9 @@ def update(o: RLOptions, loss_fn: Any, options: dict[str, Any], model: Any, opti
             metrics = result.metrics
             record.update({"policy/clip_fraction": metrics["clip_fraction"], "policy/approx_kl": metrics["approx_kl"],
                            "policy/ratio_mean": metrics["ratio_mean"], "_weight": weight})
+            record["loss"] = float(loss.detach())  # what the step minimises (with a critic: its value loss too)
             if not critic:
-                record.update({"loss": float(loss.detach()), "loss/kl": metrics.get("kl", 0.0) * kl_coef,
+                record.update({"loss/kl": metrics.get("kl", 0.0) * kl_coef,
                                "policy/kl_in_loss": metrics.get("kl", 0.0)})
             mb_records.append(record)
         record = S.mean_over_processes(weighted(mb_records), local)

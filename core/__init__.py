@@ -1,7 +1,8 @@
 """alignkit's core: the plugin contract, records, the stage runner and the run directory.
 
 Plugins import only the names re-exported here (and the documented submodules);
-the core holds no algorithm, model or storage code.
+the core holds the math and model code several plugins share (losses, RL contract,
+sampling, embeddings), never a plugin's own algorithm.
 """
 
 from alignkit.core.errors import AlignkitError, ConfigError, DataError, PluginError, WaitingForFeedback
@@ -20,6 +21,7 @@ from alignkit.core.types import (
     OptimizerEntry,
     PolicyLossEntry,
     PreferenceModelEntry,
+    StageEntry,
     StageResult,
 )
 
@@ -43,6 +45,7 @@ __all__ = [
     "PluginError",
     "PolicyLossEntry",
     "PreferenceModelEntry",
+    "StageEntry",
     "StageResult",
     "WaitingForFeedback",
     "__version__",

@@ -55,10 +55,18 @@ def registry() -> Registry:
 
 
 def list_plugins(reg: Registry, out=sys.stdout) -> None:
+    """Every registered component, one row ``kind name package description`` each, under a ``#``
+    heading per registry saying what it holds (training algorithms apart from stages)."""
+    from alignkit.core.registry import HOLDS
+
     rows = [(kind, r.entry.name, r.package, r.entry.description) for kind, r in reg.all()]
     widths = [max(len(str(row[i])) for row in rows + [("kind", "name", "package", "")]) for i in range(3)]
     header = ("kind", "name", "package", "description")
+    kind = None
     for row in [header, *sorted(rows)]:
+        if row is not header and row[0] != kind:
+            kind = row[0]
+            print(f"\n# {HOLDS.get(kind, kind)}", file=out)
         print("  ".join(str(v).ljust(widths[i]) for i, v in enumerate(row[:3])) + "  " + row[3], file=out)
     from alignkit.core.manager import describe_failure, plugin_failures
 

@@ -32,9 +32,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("alignkit")
 
 DEFAULTS_GROUP = "dataclass_defaults"
-GROUP_OF_KIND = {"optimizer": "optimizer", "feedback_provider": "feedback", "preference_model": "preference_model",
-                 "generator": "generation", "data_source": "data"}
-"""Registry kind -> the config group whose option files build it."""
+GROUP_OF_KIND = {"optimizer": "optimizer", "stage": "optimizer", "feedback_provider": "feedback",
+                 "preference_model": "preference_model", "generator": "generation", "data_source": "data"}
+"""Registry kind -> the config group whose option files build it (a stage's options, ``evaluate.*``, still
+come from conf/optimizer/<name>.yaml, as before the stage registry)."""
 
 
 def schema_defaults(schema: type) -> dict:

@@ -26,9 +26,9 @@ from typing import Any, Sequence
 
 import torch
 
+from alignkit.core.batch_tokens import DEFAULT_BATCH_TOKENS
 from alignkit.core.lm import _unwrap
 
-DEFAULT_BATCH_TOKENS = 16384
 CDF_BLOCK = 256  # tokens per block of the two-level inverse CDF (49152 = 192 blocks)
 
 

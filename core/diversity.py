@@ -12,7 +12,7 @@ higher = rarer. Pair selection (core/pair_selection.py) takes such a criterion a
 * ``package.module:function``: your own criterion, ``function(texts) -> one float per text``.
 
 Here rather than in a plugin because both the ``label`` stage (plugins/feedback) and the online
-loop (plugins/rl) select pairs with it, and plugins do not import each other.
+loop (plugins/rl) select pairs with it, and shared math lives in core rather than in one plugin.
 """
 
 from __future__ import annotations

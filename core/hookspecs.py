@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         OptimizerEntry,
         PolicyLossEntry,
         PreferenceModelEntry,
+        StageEntry,
         StageResult,
     )
 
@@ -49,13 +50,14 @@ PROJECT = "alignkit"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-ALIGNKIT_HOOKS_VERSION = "1.1"
+ALIGNKIT_HOOKS_VERSION = "1.2"
 """The version of this contract: the minor part goes up when a hook is added, the major part
 when a hook is removed or changes meaning. A plugin module may declare the versions it was
 written for, ``alignkit_requires = ">=1.0,<2"``; a plugin outside its range is not loaded and
 the message says which side to upgrade.
 
-1.1 added ``alignkit_advantage_estimators``, ``alignkit_policy_losses`` and ``alignkit_commands``."""
+1.1 added ``alignkit_advantage_estimators``, ``alignkit_policy_losses`` and ``alignkit_commands``.
+1.2 added ``alignkit_stages`` (stages that sample, label or evaluate, apart from training algorithms)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -151,8 +153,32 @@ def alignkit_optimizers() -> Iterable[OptimizerEntry]:
 
 
 @hookspec
+def alignkit_stages() -> Iterable[StageEntry]:
+    """Offer pipeline stages that train nothing: they sample, label or evaluate (label, evaluate,
+    best_of_n, critique_revise), apart from the training algorithms of ``alignkit_optimizers``.
+
+    Called once when the registry is first read. A pipeline stage names one with ``stage: <name>``
+    (``optimizer: <name>`` names a training algorithm); the runner validates the stage's options
+    against the entry's ``config_schema`` and calls ``factory(options, ctx)`` with ``ctx`` the
+    stage's ``StageContext``, which returns an object with ``run(ctx) -> StageResult`` (as
+    ``alignkit.core.interfaces.Optimizer``). A stage of hooks version 1.1, offered through
+    ``alignkit_optimizers``, still runs under ``optimizer: <name>``.
+
+    :returns: an iterable of ``StageEntry``.
+
+    Example::
+
+        @hookimpl
+        def alignkit_stages():
+            yield StageEntry(name="toxicity_eval", factory=ToxicityEval, config_schema=ToxicityEvalConfig,
+                             description="share of the policy's answers a classifier flags")
+    """
+    yield from ()
+
+
+@hookspec
 def alignkit_loggers() -> Iterable[LoggerEntry]:
-    """Offer metric sinks (console, jsonl, wandb, ...).
+    """Offer metric sinks (built in: ``console``, ``wandb``; ``metrics.jsonl`` is the run directory's own).
 
     Called once when the registry is first read; ``logger.enabled=[...]`` picks them; each factory is called as
     ``factory(options, ctx)`` with the validated ``logger.<name>`` options and ``ctx`` the
@@ -173,7 +199,7 @@ def alignkit_loggers() -> Iterable[LoggerEntry]:
 @hookspec
 def alignkit_generators() -> Iterable[GeneratorEntry]:
     """Offer generation backends: what samples responses for RL rollouts, labelling, best-of-n
-    and AI judges (transformers ``generate`` built in; vLLM as the ``vllm`` extra).
+    and AI judges (built in: ``transformers``, ``kv``, and ``vllm`` with the ``vllm`` extra).
 
     Called once when the registry is first read; ``generation=<name>`` picks one; the first
     stage that samples calls ``factory(options, ctx)`` with ``ctx`` the ``RunContext`` (one

@@ -1,7 +1,8 @@
 """The stage runner: turns a composed config into stages, runs them in order, resumes.
 
-A pipeline is a list of stages in ``cfg.pipeline.stages``; each names the optimizer that
-runs it and the data it needs. Stages hand each other artifacts through the run
+A pipeline is a list of stages in ``cfg.pipeline.stages``; each names what runs it (a training
+algorithm, ``optimizer: dpo``, or a stage that samples, labels or evaluates, ``stage: evaluate``:
+``core/stage_runs.py``) and the data it needs. Stages hand each other artifacts through the run
 directory: a stage trains from the last ``model`` artifact of the stages before it.
 """
 
@@ -23,6 +24,7 @@ from alignkit.core.interfaces import runs_data_parallel
 from alignkit.core.options import build_component, did_you_mean, options_instance, validate_config  # noqa: F401 (re-exported)
 from alignkit.core.registry import Registry
 from alignkit.core.rundir import RunDir
+from alignkit.core.stage_runs import stage_component, stage_runs
 from alignkit.core.task import resolve_task
 from alignkit.core.types import LoadedModel, ModelRole, ModelSpec, StageResult
 
@@ -256,16 +258,16 @@ def stage_plan(cfg: DictConfig) -> list[DictConfig]:
 
 
 def skipped_stages(cfg: DictConfig, plan: list[DictConfig]) -> set[str]:
-    """The stages ``pipeline.skip`` leaves out: each entry names a stage or an optimizer
-    (``pipeline.skip=[evaluate]`` leaves out every round's evaluate stage too)."""
+    """The stages ``pipeline.skip`` leaves out: each entry names a pipeline stage, or the algorithm or
+    stage it runs (``pipeline.skip=[evaluate]`` leaves out every round's evaluate stage too)."""
     wanted = [str(item) for item in (cfg.pipeline.get("skip") or [])]
-    known = {str(s.name) for s in plan} | {str(s.optimizer) for s in plan}
+    known = {str(s.name) for s in plan} | {stage_runs(s) for s in plan}
     unknown = [item for item in wanted if item not in known]
     if unknown:
         raise ConfigError(f"pipeline.skip names {', '.join(repr(u) for u in unknown)}, which pipeline "
                           f"'{cfg.pipeline.get('name')}' does not run; its stages: "
                           f"{', '.join(str(s.name) for s in plan)}")
-    return {str(s.name) for s in plan if str(s.name) in wanted or str(s.optimizer) in wanted}
+    return {str(s.name) for s in plan if str(s.name) in wanted or stage_runs(s) in wanted}
 
 
 def expand_rounds(stages: list[DictConfig], rounds: Any = None) -> list[DictConfig]:
@@ -326,28 +328,36 @@ def write_rounds(rd: RunDir, plan: list[DictConfig]) -> None:
 
 def stage_options_node(cfg: DictConfig, stage: DictConfig) -> dict:
     """A stage's optimizer options as a plain dict, ``trainer`` left out (``stage_trainer``): the
-    ``optimizer`` node when the stage runs ``${optimizer.name}``, merged with the stage's ``config``."""
+    ``optimizer`` node when the stage runs ``${optimizer.name}``, merged with the stage's ``config``,
+    then the model's ``recipe.<name>`` (``model_recipe``), then the command line's ``<key>.K=v``."""
     node: Any = OmegaConf.create({})
     if _runs_configured_optimizer(cfg, stage):
         node = cfg.optimizer
     if stage.get("config"):
         node = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(node, resolve=True)), stage.config)
+    recipe = model_recipe(cfg, stage_runs(stage))
+    if recipe is not None:  # the model's recipe over the stage's own, the command line over both
+        key = stage_settings_key(cfg, stage)
+        node = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(node, resolve=True)), recipe,
+                               _command_line_node(cfg, f"{key}.") if key else {})
     data = OmegaConf.to_container(node, resolve=True)
     data.pop("trainer", None)
     return data
 
 
 def optimizer_config(cfg: DictConfig, registry: Registry, stage: DictConfig) -> tuple[Any, tuple[DictConfig, DictConfig]]:
-    """A stage's optimizer entry and ``(validated options, its trainer settings)``: the options as
-    ``stage_options_node`` merges them, the settings as ``stage_trainer`` layers them."""
-    name = str(stage.optimizer)
-    entry = registry.get("optimizer", name)
-    options = validate_config("optimizer", name, entry.config_schema, stage_options_node(cfg, stage))
-    return entry, (options, stage_trainer(cfg, stage))
+    """A stage's entry (a training algorithm's or a stage's, ``core/stage_runs.py``) and ``(validated
+    options, its trainer settings)``: the options as ``stage_options_node`` merges them, the settings
+    as ``stage_trainer`` layers them."""
+    found = stage_component(registry, stage)
+    options = validate_config(found.kind, found.name, found.entry.config_schema, stage_options_node(cfg, stage))
+    return found.entry, (options, stage_trainer(cfg, stage))
 
 
 def _runs_configured_optimizer(cfg: DictConfig, stage: DictConfig) -> bool:
-    return cfg.get("optimizer") is not None and cfg.optimizer.get("name") == str(stage.optimizer)
+    """The stage runs ``${optimizer.name}``: its options come from the ``optimizer`` node."""
+    runs = stage.get("optimizer")
+    return runs is not None and cfg.get("optimizer") is not None and cfg.optimizer.get("name") == str(runs)
 
 
 def stage_settings_key(cfg: DictConfig, stage: DictConfig) -> str | None:
@@ -390,26 +400,39 @@ def as_hydra_job(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+def _command_line_node(cfg: DictConfig, prefix: str) -> DictConfig:
+    """The keys under ``prefix`` (``trainer.``, ``evaluate.``) this job's command line set, with
+    their composed values, ``prefix`` taken off."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    node = OmegaConf.create({})
+    # only overrides that can set a key under prefix are parsed: the others may be anything Hydra took
+    mentioned = [o for o in command_line_overrides() if prefix in o.split("=", 1)[0]]
+    for override in OverridesParser.create().parse_overrides(mentioned):
+        name = override.key_or_group
+        if override.is_delete() or override.package is not None or not name.startswith(prefix):
+            continue
+        value = OmegaConf.select(cfg, name, default=None)
+        if value is not None:
+            OmegaConf.update(node, name[len(prefix):], value, force_add=True)
+    return node
+
+
 def _command_line_trainer(cfg: DictConfig, key: str | None) -> DictConfig:
     """The trainer keys this job's command line set, with their composed values: ``trainer.K`` for
     every stage, then ``<key>.trainer.K`` (``optimizer.trainer.K``) for the stage whose options
     live at ``key`` (the more specific one wins)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    general = _command_line_node(cfg, "trainer.")
+    return OmegaConf.merge(general, _command_line_node(cfg, f"{key}.trainer.")) if key else general
 
-    general, specific = OmegaConf.create({}), OmegaConf.create({})
-    prefix = f"{key}.trainer." if key else None
-    # only overrides that can set a trainer key are parsed: the others may be anything Hydra took
-    mentioned = [o for o in command_line_overrides() if "trainer" in o.split("=", 1)[0]]
-    for override in OverridesParser.create().parse_overrides(mentioned):
-        name = override.key_or_group
-        if override.is_delete() or override.package is not None:
-            continue
-        for target, start in ((general, "trainer."), (specific, prefix)):
-            if start and name.startswith(start):
-                value = OmegaConf.select(cfg, name, default=None)
-                if value is not None:
-                    OmegaConf.update(target, name[len(start):], value, force_add=True)
-    return OmegaConf.merge(general, specific)
+
+def model_recipe(cfg: DictConfig, name: str) -> DictConfig | None:
+    """The model file's ``recipe.<name>``: ``trainer`` (every stage's trainer settings) or the options
+    of the stages that run ``name`` (``evaluate``, ``dpo``), e.g. a smoke model's fewer steps
+    (conf/model/tiny-random.yaml). It ranks just below the command line."""
+    model = cfg.get("model")
+    recipe = model.get("recipe") if isinstance(model, DictConfig) else None
+    return recipe.get(name) if isinstance(recipe, DictConfig) else None
 
 
 def stage_trainer(cfg: DictConfig, stage: DictConfig) -> DictConfig:
@@ -417,9 +440,10 @@ def stage_trainer(cfg: DictConfig, stage: DictConfig) -> DictConfig:
 
     1. the command line: ``trainer.K=v`` (every stage), ``optimizer.trainer.K=v`` (the stage that
        runs ``${optimizer.name}``; ``label.trainer.K=v`` for ``config: ${label}``);
-    2. the pipeline stage: its ``config: {trainer: {...}}`` (conf/pipeline/dpo.yaml);
-    3. the optimizer file: its ``trainer:`` node (conf/optimizer/ppo.yaml);
-    4. the trainer defaults: ``trainer.*`` of conf/config.yaml over ``TrainerConfig``.
+    2. the model's recipe: ``recipe.trainer`` of its file (conf/model/tiny-random.yaml's few steps);
+    3. the pipeline stage: its ``config: {trainer: {...}}`` (conf/pipeline/dpo.yaml);
+    4. the optimizer file: its ``trainer:`` node (conf/optimizer/ppo.yaml);
+    5. the trainer defaults: ``trainer.*`` of conf/config.yaml over ``TrainerConfig``.
 
     Which keys the command line set is read from Hydra's record of the job's overrides
     (``command_line_overrides``), never from ``sys.argv``."""
@@ -429,6 +453,9 @@ def stage_trainer(cfg: DictConfig, stage: DictConfig) -> DictConfig:
     config = stage.get("config")
     if isinstance(config, DictConfig) and config.get("trainer") is not None:
         layers.append(config.trainer)
+    recipe = model_recipe(cfg, "trainer")
+    if recipe is not None:
+        layers.append(recipe)
     layers.append(_command_line_trainer(cfg, stage_settings_key(cfg, stage)))
     return OmegaConf.merge(*layers)
 
@@ -454,8 +481,8 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, registry: Registry | None
     plan = stage_plan(cfg)
     # Resolve every name before any work: an unknown name fails fast with the list.
     registry.get("data_source", str(cfg.data.name))
-    for stage in plan:
-        registry.get("optimizer", str(stage.optimizer))
+    for stage in plan:  # `optimizer: evaluate` of a pipeline of hooks 1.1: said once, here
+        stage_component(registry, stage, warn=True)
     # Every stage's options, components, functions and models, before the first stage trains.
     from alignkit.core.preflight import preflight
 
@@ -506,7 +533,7 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, registry: Registry | None
                 rd.set_stage(name, "running")
                 run._stop = False
                 started = time.time()
-                optimizer = build_component(registry, "optimizer", entry.name, opt_cfg, ctx)
+                optimizer = build_component(registry, entry.kind, entry.name, opt_cfg, ctx)  # optimizer or stage
                 if runs_data_parallel(optimizer):
                     result = optimizer.run(ctx)
                 else:  # labelling, evaluation: the main process works, the others take its result

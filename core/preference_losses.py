@@ -1,7 +1,7 @@
 """Pure preference-optimisation losses (torch only, no model code).
 
 Shared by the offline DPO family (plugins/dpo, plugins/reference_free) and online DPO's policy
-loss (plugins/rl, ``dpo_pairwise``); plugins do not import each other, so the math lives here.
+loss (plugins/rl, ``dpo_pairwise``); shared math lives in core, so neither plugin imports the other for it.
 
 Every loss here works on per-sequence *summed* log-probabilities of the completion tokens,
 shape ``[batch]``: the policy's and (except for SimPO) a frozen reference model's log-probs of

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from alignkit.core import distributed
 from alignkit.core.errors import ConfigError
+from alignkit.core.stage_runs import stage_runs
 
 if TYPE_CHECKING:
     from alignkit.core.registry import Registry
@@ -121,7 +122,7 @@ def preflight(cfg: DictConfig, registry: Registry) -> Plan:
 
     check = _Checker(cfg, registry)
     plan = stage_plan(cfg)
-    check.stage_optimizers = {str(s.name): str(s.optimizer) for s in plan}
+    check.stage_optimizers = {str(s.name): stage_runs(s) for s in plan}
     check.component("data", cfg.get("data"), required_by=None)
     stages = [check.stage(index, stage, plan[:index - 1]) for index, stage in enumerate(plan, start=1)]
     check.component("generation", cfg.get("generation") or OmegaConf.create({"name": "transformers"}),
@@ -167,7 +168,7 @@ class _Checker:
         from alignkit.core.engine import TrainerConfig
         from alignkit.core.pipeline import optimizer_config, validate_config
 
-        name, optimizer = str(stage.name), str(stage.optimizer)
+        name, optimizer = str(stage.name), stage_runs(stage)
         key = _settings_key(self.cfg, stage)
         context = f"stage '{name}' ({key}.*): "
         uses = BUILTIN_USES.get(optimizer)
@@ -427,8 +428,8 @@ def _configured(node: Any) -> bool:
 def _settings_key(cfg: DictConfig, stage: DictConfig) -> str:
     """Where the user sets this stage's options: ``optimizer`` for the stage that runs
     ``${optimizer.name}``, else the top-level node its ``config`` comes from (``label``, ``evaluate``)."""
-    optimizer = str(stage.optimizer)
-    if cfg.get("optimizer") is not None and cfg.optimizer.get("name") == optimizer:
+    optimizer = stage_runs(stage)
+    if stage.get("optimizer") is not None and cfg.get("optimizer") is not None and cfg.optimizer.get("name") == optimizer:
         return "optimizer"
     text = OmegaConf.to_container(stage, resolve=False).get("config")  # "${label}" unless a round resolved it
     if isinstance(text, str) and text.startswith("${") and text.endswith("}"):
@@ -454,7 +455,7 @@ def _starts_from(cfg: DictConfig, before: Sequence[DictConfig]) -> str:
     (an optional stage runs only when its data is there: either)."""
     for position in range(len(before) - 1, -1, -1):
         stage = before[position]
-        uses = BUILTIN_USES.get(str(stage.optimizer))
+        uses = BUILTIN_USES.get(stage_runs(stage))
         if uses is None:
             return "the last model before it"
         if uses.policy:
@@ -494,8 +495,8 @@ def _ignored_overrides(cfg: DictConfig, plan: Sequence[DictConfig], registry: Re
     that has no evaluate stage): they would change nothing, silently."""
     from alignkit.core.pipeline import _command_line
 
-    run = {str(stage.optimizer) for stage in plan}
-    optimizers = set(registry.components("optimizer"))
+    run = {stage_runs(stage) for stage in plan}
+    optimizers = set(registry.components("optimizer")) | set(registry.components("stage"))
     out: list[str] = []
     for item in _command_line(cfg):
         key = item.split("=", 1)[0].lstrip("+~")
@@ -505,6 +506,6 @@ def _ignored_overrides(cfg: DictConfig, plan: Sequence[DictConfig], registry: Re
             continue
         name = node.get("name")
         if name in optimizers and name not in run:
-            out.append(f"{item}: pipeline '{cfg.pipeline.get('name')}' has no stage that runs optimizer "
+            out.append(f"{item}: pipeline '{cfg.pipeline.get('name')}' has no stage that runs "
                        f"'{name}', so this setting changes nothing")
     return out

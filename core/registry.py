@@ -24,6 +24,7 @@ from alignkit.core.types import (
     PolicyLossEntry,
     PreferenceModelEntry,
     RegistryEntry,
+    StageEntry,
 )
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ _HOOK_OF_KIND = {
     FeedbackProviderEntry.kind: "alignkit_feedback_providers",
     PreferenceModelEntry.kind: "alignkit_preference_models",
     OptimizerEntry.kind: "alignkit_optimizers",
+    StageEntry.kind: "alignkit_stages",
     LoggerEntry.kind: "alignkit_loggers",
     GeneratorEntry.kind: "alignkit_generators",
     AdvantageEstimatorEntry.kind: "alignkit_advantage_estimators",
@@ -41,6 +43,19 @@ _HOOK_OF_KIND = {
     CommandEntry.kind: "alignkit_commands",
 }
 _ENTRY_TYPE = {cls.kind: cls for cls in (*ENTRY_KINDS, *RL_PART_KINDS, CommandEntry)}
+HOLDS = {
+    "advantage_estimator": "advantage estimators of on-policy RL (optimizer.advantage=NAME)",
+    "command": "commands (alignkit NAME ...)",
+    "data_source": "data sources (data=NAME)",
+    "feedback_provider": "feedback providers (feedback=NAME)",
+    "generator": "generation backends (generation=NAME)",
+    "logger": "metric sinks (logger.enabled=[NAME])",
+    "optimizer": "training algorithms (a pipeline stage says `optimizer: NAME`)",
+    "policy_loss": "policy losses of on-policy RL (optimizer.policy_loss=NAME)",
+    "preference_model": "preference models (preference_model=NAME)",
+    "stage": "stages that sample, label or evaluate (a pipeline stage says `stage: NAME`)",
+}
+"""What each registry kind holds, in words: ``alignkit plugins`` headings and unknown-name errors."""
 
 
 @dataclass(frozen=True)

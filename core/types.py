@@ -79,6 +79,16 @@ class OptimizerEntry(ComponentEntry):
 
 
 @dataclass(frozen=True)
+class StageEntry(ComponentEntry):
+    """A pipeline stage that trains nothing: it samples, labels or evaluates (label, evaluate,
+    best_of_n, critique_revise). Kept apart from ``OptimizerEntry`` so each registry's name says what
+    it holds; it is built and run the same way (``run(ctx) -> StageResult``, see ``interfaces.Optimizer``)
+    and a pipeline names it with ``stage: <name>``."""
+
+    kind: ClassVar[str] = "stage"
+
+
+@dataclass(frozen=True)
 class LoggerEntry(ComponentEntry):
     """A metrics sink (see ``interfaces.MetricsLogger``)."""
 
@@ -97,6 +107,7 @@ ENTRY_KINDS: tuple[type[ComponentEntry], ...] = (
     FeedbackProviderEntry,
     PreferenceModelEntry,
     OptimizerEntry,
+    StageEntry,
     LoggerEntry,
     GeneratorEntry,
 )

@@ -1,7 +1,7 @@
 """Lexical statistics of a text collection: words, lengths, distinct-n.
 
 ``words`` and ``distinct_n`` are the evaluation plugin's definitions (plugins/evaluation/
-metrics.py), repeated here because plugins do not import each other: a data set's distinct-2
+metrics.py), repeated here to keep curation free of evaluation's imports: a data set's distinct-2
 and a model's distinct-2 are the same quantity.
 """
 

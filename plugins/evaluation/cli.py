@@ -55,14 +55,14 @@ def evaluate_run(run_dir: Path, overrides: Sequence[str] = (), registry=None) ->
         if "model" in result.artifacts:
             policy = type(policy)(name_or_path=str(rd.path / result.artifacts["model"]), dtype=policy.dtype)
     node = cfg.get("evaluate") or {}
-    config = validate_config("optimizer", STAGE, EvaluateConfig, node)
+    config = validate_config("stage", STAGE, EvaluateConfig, node)
     config = resolve_task(config, lambda: run.data)  # `evaluate.scorers: [task]`: what the data declares
     ctx = StageContext(run=run, name=STAGE, index=index, dir=rd.stage_dir(index, STAGE), config=config,
                        trainer=cfg.trainer, policy=policy, previous=previous)
     status = rd.summary.get("status")
     rd.set_stage(STAGE, "running")
     try:
-        result = build_component(registry, "optimizer", STAGE, config, ctx).run(ctx)
+        result = build_component(registry, "stage", STAGE, config, ctx).run(ctx)
     except BaseException:
         rd.set_stage(STAGE, "failed")
         raise

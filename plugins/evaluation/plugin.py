@@ -5,16 +5,16 @@ from __future__ import annotations
 import weakref
 from typing import Any, Mapping
 
-from alignkit.core import CommandEntry, OptimizerEntry, hookimpl
+from alignkit.core import CommandEntry, StageEntry, hookimpl
 
 _monitors: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
 
 @hookimpl
-def alignkit_optimizers():
+def alignkit_stages():
     from alignkit.plugins.evaluation.evaluate import EvaluateConfig, Evaluator
 
-    yield OptimizerEntry(
+    yield StageEntry(
         name="evaluate",
         factory=Evaluator,
         config_schema=EvaluateConfig,

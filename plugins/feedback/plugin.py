@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from alignkit.core import FeedbackProviderEntry, OptimizerEntry, hookimpl
+from alignkit.core import FeedbackProviderEntry, StageEntry, hookimpl
 from alignkit.plugins.feedback.cache import cached
 
 
@@ -138,11 +138,11 @@ def alignkit_preference_models():
 
 
 @hookimpl
-def alignkit_optimizers():
+def alignkit_stages():  # they train nothing: label makes preference pairs, critique_revise SFT data
     from alignkit.plugins.feedback.critique_revise import CritiqueReviseConfig, CritiqueReviseOptimizer
     from alignkit.plugins.feedback.label import LabelConfig, LabelOptimizer
 
-    yield OptimizerEntry(name="label", factory=LabelOptimizer, config_schema=LabelConfig,
-                         description="Sample two responses per prompt and label them with the feedback provider.")
-    yield OptimizerEntry(name="critique_revise", factory=CritiqueReviseOptimizer, config_schema=CritiqueReviseConfig,
-                         description="Constitutional AI's supervised phase: critique, revise, keep the revisions as SFT data.")
+    yield StageEntry(name="label", factory=LabelOptimizer, config_schema=LabelConfig,
+                     description="Sample two responses per prompt and label them with the feedback provider.")
+    yield StageEntry(name="critique_revise", factory=CritiqueReviseOptimizer, config_schema=CritiqueReviseConfig,
+                     description="Constitutional AI's supervised phase: critique, revise, keep the revisions as SFT data.")

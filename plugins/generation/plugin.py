@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alignkit.core import GeneratorEntry, hookimpl
-from alignkit.core.decoding import DEFAULT_BATCH_TOKENS, KVGenerator
-from alignkit.core.lm import TransformersGenerator
+from alignkit.core.batch_tokens import DEFAULT_BATCH_TOKENS
+
+if TYPE_CHECKING:  # both import torch: only a run that samples pays for it, not every plugin load
+    from alignkit.core.decoding import KVGenerator
+    from alignkit.core.lm import TransformersGenerator
 
 
 @dataclass
@@ -27,10 +30,13 @@ class KVGeneratorConfig:
 
 def transformers_generator(options: TransformersGeneratorConfig, ctx: Any = None) -> TransformersGenerator:
     """factory(options, ctx): ``ctx`` is the RunContext (a backend serves every stage of the run)."""
+    from alignkit.core.lm import TransformersGenerator
+
     return TransformersGenerator(batch_size=options.batch_size)
 
 
 def kv_generator(options: KVGeneratorConfig, ctx: Any = None) -> KVGenerator:
+    from alignkit.core.decoding import KVGenerator
     from alignkit.core.errors import ConfigError
 
     if options.batch_tokens < 1:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 from alignkit.core.errors import ConfigError
-from alignkit.core.lm import TransformersGenerator
 
 log = logging.getLogger("alignkit")
 
@@ -184,4 +183,6 @@ def vllm_generator(options: VLLMGeneratorConfig, ctx: Any = None) -> Any:
         raise ConfigError(f"generation=vllm: {reason} (generation.fallback=transformers samples with "
                           "transformers instead)")
     log.warning("generation=vllm: %s; sampling with transformers generate instead", reason)
+    from alignkit.core.lm import TransformersGenerator  # torch: imported when a run builds the backend
+
     return TransformersGenerator(batch_size=options.batch_size)

@@ -1,14 +1,14 @@
 """Built-in plugin: the ``best_of_n`` stage (rejection sampling: sample N, keep the best-scored,
 hand them to the next ``sft`` stage; ``pipeline=rejection_sampling`` repeats it in rounds)."""
 
-from alignkit.core import OptimizerEntry, hookimpl
+from alignkit.core import StageEntry, hookimpl
 
 
 @hookimpl
-def alignkit_optimizers():
+def alignkit_stages():
     from alignkit.plugins.rejection_sampling.best_of_n import BestOfNConfig, BestOfNOptimizer
 
-    yield OptimizerEntry(
+    yield StageEntry(
         name="best_of_n",
         factory=BestOfNOptimizer,
         config_schema=BestOfNConfig,

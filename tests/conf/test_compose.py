@@ -7,7 +7,8 @@ import pytest
 from alignkit.core.testing import compose
 
 CONF = files("alignkit.conf")
-REGISTRY_GROUPS = {"optimizer": "optimizer", "data": "data_source", "generation": "generator"}
+REGISTRY_GROUPS = {"optimizer": ("optimizer", "stage"), "data": ("data_source",), "generation": ("generator",)}
+"""Config group -> the registry kinds its files name (conf/optimizer holds algorithms' and stages' options)."""
 
 
 def options(group):
@@ -28,20 +29,27 @@ def test_option_composes(group, option):
     assert cfg.trainer.max_steps > 0
 
 
-@pytest.mark.parametrize(("group", "kind"), list(REGISTRY_GROUPS.items()))
-def test_group_file_name_is_the_registry_name(group, kind, registry):
-    registered = registry.components(kind)
+@pytest.mark.parametrize(("group", "kinds"), list(REGISTRY_GROUPS.items()))
+def test_group_file_name_is_the_registry_name(group, kinds, registry):
+    registered = {name for kind in kinds for name in registry.components(kind)}
     for option in options(group):
         cfg = compose([f"{group}={option}"])
         assert cfg[group].name == option, f"conf/{group}/{option}.yaml must say name: {option}"
-        assert option in registered, f"conf/{group}/{option}.yaml has no registered {kind}"
+        assert option in registered, f"conf/{group}/{option}.yaml has no registered {' or '.join(kinds)}"
 
 
-def test_every_pipeline_stage_names_a_registered_optimizer(registry):
+def test_every_pipeline_stage_names_a_registered_algorithm_or_stage_under_its_own_key(registry):
+    import warnings
+
+    from alignkit.core.stage_runs import stage_component
+
     for option in options("pipeline"):
         cfg = compose([f"pipeline={option}"])
         for stage in cfg.pipeline.stages:
-            registry.get("optimizer", stage.optimizer)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", DeprecationWarning)  # a shipped pipeline uses no alias
+                found = stage_component(registry, stage, warn=True)
+            assert found.kind == found.key, f"pipeline/{option}.yaml: stage {stage.name}"
 
 
 def test_pipeline_picks_its_optimizer_and_the_command_line_wins():

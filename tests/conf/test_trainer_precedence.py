@@ -1,6 +1,7 @@
 """A stage's trainer settings come from one place (``pipeline.stage_trainer``), with the precedence
-command line > pipeline stage > optimizer file > trainer defaults, read from Hydra's record of the
-job's overrides (never ``sys.argv``)."""
+command line > model recipe > pipeline stage > optimizer file > trainer defaults, read from Hydra's
+record of the job's overrides (never ``sys.argv``); a stage's options rank the same way
+(``pipeline.stage_options_node``: command line > model recipe > pipeline stage > option file)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from omegaconf import OmegaConf
 from alignkit.core.pipeline import stage_plan, stage_trainer
 from alignkit.core.testing import compose
 
-BASE = ("pipeline=dpo", "model=tiny-random")
+NO_RECIPE = "~model.recipe"  # tiny-random's smoke recipe (conf/model/tiny-random.yaml) left out: the four levels below it
+BASE = ("pipeline=dpo", "model=tiny-random", NO_RECIPE)
 # conf/pipeline/dpo.yaml: the dpo stage's `config: {trainer: {learning_rate: 3.0e-5, max_steps: 45}}`
 # conf/optimizer/dpo.yaml: `trainer: {learning_rate: 1.0e-05}`; TrainerConfig: learning_rate 5e-5, max_steps 30
 
 
-def trainers(*overrides: str, optimizer_file: dict | None = None) -> dict[str, object]:
-    cfg = compose([*BASE, *overrides])
+def trainers(*overrides: str, optimizer_file: dict | None = None, base=BASE) -> dict[str, object]:
+    cfg = compose([*base, *overrides])
     if optimizer_file:  # an optimizer file's own trainer node, as conf/optimizer/<name>.yaml would write it
         for key, value in optimizer_file.items():
             OmegaConf.update(cfg, f"optimizer.trainer.{key}", value, force_add=True)
@@ -61,3 +63,48 @@ def test_the_run_and_the_dry_run_use_the_same_layering(registry):
     plan = {s.name: s.settings for s in preflight(cfg, registry).stages}
     assert plan["dpo"]["lr"] == 2e-6 and plan["dpo"]["max_steps"] == 4
     assert plan["sft"]["lr"] == 5e-5
+
+
+# -- the model's recipe (a model file's `recipe:`, just below the command line) ----------------------
+WITH_RECIPE = ("pipeline=dpo", "model=tiny-random")
+
+
+def options(*overrides: str) -> dict[str, dict]:
+    from alignkit.core.pipeline import stage_options_node
+
+    cfg = compose([*WITH_RECIPE, *overrides])
+    return {str(stage.name): stage_options_node(cfg, stage) for stage in stage_plan(cfg)}
+
+
+def test_the_model_recipe_beats_the_pipeline_stage_and_loses_to_the_command_line():
+    t = trainers("model.recipe.trainer.max_steps=11", base=WITH_RECIPE)
+    assert t["dpo"].max_steps == 11  # beats the dpo stage's own 45 ...
+    assert t["sft"].max_steps == t["evaluate"].max_steps == 11  # ... and the defaults' 30, in every stage
+    assert t["dpo"].learning_rate == 3e-5  # a key the recipe does not set: the stage's, as before
+    t = trainers("model.recipe.trainer.max_steps=11", "trainer.max_steps=5", "+optimizer.trainer.max_steps=7",
+                 base=WITH_RECIPE)
+    assert (t["sft"].max_steps, t["dpo"].max_steps) == (5, 7)  # both spellings of the command line win
+
+
+def test_the_recipe_sets_the_options_of_the_stages_that_run_its_names():
+    o = options("model.recipe.dpo.kl_prompts=3", "model.recipe.evaluate.num_prompts=5")
+    assert o["dpo"]["kl_prompts"] == 3 and o["evaluate"]["num_prompts"] == 5
+    assert "kl_prompts" not in o["sft"] and "num_prompts" not in o["dpo"]
+    # `optimizer=orpo` runs orpo in the same stage: the recipe's dpo options are not its
+    orpo = options("optimizer=orpo", "model.recipe.dpo.kl_prompts=3")
+    assert "kl_prompts" not in orpo["orpo"]
+
+
+def test_the_command_line_beats_the_recipe_options():
+    o = options("model.recipe.dpo.kl_prompts=3", "model.recipe.evaluate.num_prompts=5",
+                "optimizer.kl_prompts=9", "evaluate.num_prompts=20")
+    assert o["dpo"]["kl_prompts"] == 9 and o["evaluate"]["num_prompts"] == 20
+
+
+def test_the_smoke_recipe_runs_every_stage_briefly_and_a_model_path_has_none():
+    t = trainers(base=WITH_RECIPE)
+    assert 0 < t["sft"].max_steps < 30 and 0 < t["dpo"].max_steps < 45  # fewer steps, still training
+    assert 0 < options()["evaluate"]["num_prompts"] < 24
+    from_path = compose(["pipeline=dpo", "model=path", "model.name_or_path=tiny-random"])
+    assert "recipe" not in from_path.model
+    assert stage_trainer(from_path, stage_plan(from_path)[1]).max_steps == 45

@@ -20,6 +20,7 @@ from alignkit.core import (
     OptimizerEntry,
     PolicyLossEntry,
     PreferenceModelEntry,
+    StageEntry,
     hookimpl,
     hookspecs,
 )
@@ -45,6 +46,7 @@ ONE_RECORD_PER_REGISTRY_HOOK = {
     "alignkit_feedback_providers": ("feedback_provider", FeedbackProviderEntry(name="meta_feedback", factory=object)),
     "alignkit_preference_models": ("preference_model", PreferenceModelEntry(name="meta_pm", factory=object)),
     "alignkit_optimizers": ("optimizer", OptimizerEntry(name="meta_opt", factory=object)),
+    "alignkit_stages": ("stage", StageEntry(name="meta_stage", factory=object)),
     "alignkit_loggers": ("logger", LoggerEntry(name="meta_logger", factory=object)),
     "alignkit_generators": ("generator", GeneratorEntry(name="meta_gen", factory=object)),
     "alignkit_advantage_estimators": ("advantage_estimator", AdvantageEstimatorEntry(name="meta_adv", estimate=len)),

@@ -150,7 +150,7 @@ def test_an_evaluate_override_without_an_evaluate_stage_is_a_warning(registry, c
     cfg = compose(["pipeline=reward_model", "evaluate.num_prompts=3"], registry)
     with caplog.at_level("WARNING", logger="alignkit"):
         plan = preflight(cfg, registry)
-    expected = ("evaluate.num_prompts=3: pipeline 'reward_model' has no stage that runs optimizer 'evaluate', "
+    expected = ("evaluate.num_prompts=3: pipeline 'reward_model' has no stage that runs 'evaluate', "
                 "so this setting changes nothing")
     assert plan.warnings == [expected]
     assert expected in caplog.text
@@ -158,7 +158,9 @@ def test_an_evaluate_override_without_an_evaluate_stage_is_a_warning(registry, c
 
 
 def test_the_plan_says_what_each_stage_reads_starts_from_and_runs_with(registry):
-    cfg = compose(["pipeline=dpo", "model=tiny-random", "trainer.max_steps=5", "optimizer.beta=0.2"], registry)
+    # without tiny-random's smoke recipe (conf/model/tiny-random.yaml): the pipeline's and the defaults' values
+    cfg = compose(["pipeline=dpo", "model=tiny-random", "~model.recipe", "trainer.max_steps=5", "optimizer.beta=0.2"],
+                  registry)
     plan = preflight(cfg, registry)
     rows = {s.name: s for s in plan.stages}
     assert [(s.index, s.name, s.optimizer, s.reads) for s in plan.stages] == [

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds a wheel and installs it into a fresh venv
+
 ROOT = Path(__file__).parents[1]
 
 
@@ -19,9 +21,10 @@ def wheel_venv(tmp_path_factory):
                     "-w", str(tmp / "dist"), str(ROOT)], check=True)
     wheel = next((tmp / "dist").glob("alignkit-*.whl"))
     env_dir = tmp / "venv"
-    venv.create(env_dir, with_pip=True)
+    venv.create(env_dir, with_pip=False, symlinks=True)  # this interpreter's pip installs into it (no ensurepip)
     python = env_dir / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index",
+                    str(wheel)], check=True)
     # Dependencies come from this interpreter's site-packages, after the fresh venv's own.
     env = dict(os.environ, PYTHONPATH=sysconfig.get_paths()["purelib"])
     return python, env, wheel

@@ -134,7 +134,7 @@ DPO = (*FAST_OVERRIDES, "pipeline=dpo", "data=files", f"data.preferences={DEMO /
 
 def run_dpo(registry, run_dir, cache):
     cfg = compose([*DPO, f"optimizer.cache_dir={cache}"], registry)
-    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.optimizer != "evaluate"]
+    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.get("stage") != "evaluate"]
     return run_pipeline(cfg, run_dir, registry)
 
 
@@ -168,6 +168,7 @@ def truncate(path: Path) -> None:
 
 
 @pytest.mark.parametrize("damaged", ["model.safetensors", "optimizer.bin"])
+@pytest.mark.slow  # trains, damages a checkpoint and resumes (over 3 s)
 def test_a_truncated_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_previous(
         dpo_runs, tmp_path, caplog, capsys, damaged):
     registry, base, straight, _ = dpo_runs
@@ -213,10 +214,11 @@ def run_grpo(registry, run_dir):
                    "optimizer.sample_every=0", "trainer.max_steps=4", "trainer.checkpoint_every=1",
                    "trainer.batch_size=4", "optimizer.samples_per_prompt=2", "optimizer.max_new_tokens=4",
                    "optimizer.trainer.learning_rate=3e-4"], registry)
-    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.optimizer != "evaluate"]
+    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.get("stage") != "evaluate"]
     return run_pipeline(cfg, run_dir, registry)
 
 
+@pytest.mark.slow  # trains, damages a checkpoint and resumes (over 3 s)
 def test_grpo_sets_a_damaged_checkpoint_aside_and_resumes_from_the_previous(tmp_path, caplog, capsys):
     registry = registry_with()
     straight = run_grpo(registry, tmp_path / "straight")

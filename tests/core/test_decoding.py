@@ -233,7 +233,7 @@ def test_rollouts_and_a_grpo_run_with_generation_kv(registry, tiny_model, prompt
                    "preference_model=rule", f"preference_model.fn={__name__}:lines", "optimizer.eval_prompts=0",
                    "trainer.batch_size=4", "optimizer.samples_per_prompt=2", "optimizer.max_new_tokens=4",
                    "optimizer.sample_every=0", "generation=kv", "generation.batch_tokens=512"], registry)
-    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.optimizer != "evaluate"]
+    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.get("stage") != "evaluate"]
     rd = run_pipeline(cfg, tmp_path / "grpo", registry)
     rows = [json.loads(line) for line in (rd.path / "metrics.jsonl").read_text().splitlines()]
     assert len([r for r in rows if "reward/mean" in r]) == 2

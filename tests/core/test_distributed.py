@@ -123,6 +123,7 @@ distributed.barrier()
 """
 
 
+@pytest.mark.slow  # starts two processes (over 3 s)
 def test_main_only_work_runs_once_and_every_process_gets_its_result(tmp_path):
     """Two real processes (gloo): ``run_on_main`` as the runner uses it for stages with ``data_parallel = False``."""
     import os

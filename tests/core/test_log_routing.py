@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from alignkit.core.log_routing import keep_checkpoint_logs_off_console
 
 
@@ -42,6 +44,7 @@ def test_console_handlers_drop_accelerates_checkpoint_lines_and_files_keep_them(
     assert file.baseFilename and (tmp_path / "job.log").read_text().splitlines() == [m for _, _, m in records]
 
 
+@pytest.mark.slow  # a checkpointing run of the alignkit command
 def test_a_checkpointing_run_keeps_the_save_lines_out_of_the_console(tmp_path):
     run = tmp_path / "run"
     exe = Path(sys.executable).parent / "alignkit"

@@ -135,6 +135,7 @@ def test_invalid_optimizer_option_names_the_key(tmp_path, registry):
         run_pipeline(cfg, tmp_path, registry)
 
 
+@pytest.mark.slow  # a whole pipeline on the tiny model (over 3 s)
 def test_command_line_trainer_keys_beat_a_pipeline_stages_own(run_alignkit):
     """pipeline=dpo gives its dpo stage 45 steps; `trainer.max_steps=2` on the command line wins."""
     import json

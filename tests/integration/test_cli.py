@@ -13,6 +13,8 @@ import torch
 
 from alignkit.core.testing import EVALUATE_FAST
 
+pytestmark = pytest.mark.slow  # runs the alignkit command in subprocesses
+
 FAST = ["model=tiny-random", "logger=none", "trainer.batch_size=2", "trainer.max_length=96",
         "trainer.progress=false", "optimizer.max_eval_examples=8", *EVALUATE_FAST]
 

@@ -21,6 +21,8 @@ import pytest
 
 from alignkit.core.testing import compose
 
+pytestmark = pytest.mark.slow  # composes every documented command; runs the README's
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 SHELL_BLOCK = re.compile(r"```(?:bash|sh|shell|console)\n(.*?)```", re.S)

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # two-process runs of whole pipelines
+
 ARGS = ["pipeline=dpo", "model=tiny-random", "logger=none", "trainer.batch_size=4", "trainer.grad_accum=2",
         "trainer.max_length=64", "trainer.progress=false", "trainer.max_steps=4", "trainer.checkpoint_every=2",
         "trainer.learning_rate=1e-3", "trainer.warmup_ratio=0", "optimizer.trainer.learning_rate=1e-3",

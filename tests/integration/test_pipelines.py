@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # whole pipelines on the tiny model
+
 DEMO = Path(__file__).parents[2] / "plugins" / "data" / "demo"
 DPO_FAST = ("optimizer.max_eval_pairs=8", "optimizer.kl_prompts=2", "optimizer.kl_max_new_tokens=8")
 

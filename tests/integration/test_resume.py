@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from alignkit.core.testing import EVALUATE_FAST
+
+pytestmark = pytest.mark.slow  # runs the alignkit command in subprocesses
 
 FAKE_PLUGIN = Path(__file__).parents[1] / "fixtures" / "fake_plugin"
 FAKE_PIPELINE = ["model=tiny-random", "logger=none", "optimizer=fake_opt",

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # multiruns of the alignkit command in subprocesses
+
 FAKE_PLUGIN = Path(__file__).parents[1] / "fixtures" / "fake_plugin"
 # one stage of the fake plugin's optimizer: no model is trained
 FAKE_PIPELINE = ["model=tiny-random", "logger=none", "optimizer=fake_opt",
@@ -59,7 +61,6 @@ RLAIF_DPO_FAST = [
 ]
 
 
-@pytest.mark.slow
 def test_a_sweep_over_feedback_sources_of_rlaif_dpo_yields_one_comparison(tmp_path, monkeypatch):
     """The issue's acceptance run: `alignkit -m pipeline=rlaif_dpo feedback=rule,constitution` completes both
     runs (the critic is the constitution in both), and `alignkit report` compares them in one report."""

@@ -74,6 +74,25 @@ def run(args: list, *, env: dict, cwd: Path | None = None, check: bool = True) -
     return proc
 
 
+def listing_rows(out: str) -> list[list[str]]:
+    """``[kind, name, package]`` of each component row of ``alignkit plugins``; its column header,
+    section headings (``# ...`` or ``...:``), blank lines and ``not loaded:`` lines are no rows."""
+    rows = []
+    for line in out.splitlines():
+        fields, text = line.split(), line.strip()
+        if len(fields) < 3 or text.startswith("#") or text.endswith(":") or text.startswith("not loaded:") \
+                or fields[:3] == ["kind", "name", "package"]:
+            continue
+        rows.append(fields[:3])
+    return rows
+
+
+@pytest.fixture(scope="session")
+def plugin_rows():
+    """``plugin_rows(out)``: see ``listing_rows``."""
+    return listing_rows
+
+
 @pytest.fixture(scope="session")
 def alignkit_wheel(tmp_path_factory) -> Path:
     """alignkit built once per session from a copy of the checkout."""

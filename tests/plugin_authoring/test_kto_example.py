@@ -8,16 +8,18 @@ import json
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # installs the example into a fresh venv
+
 
 @pytest.fixture(scope="module")
 def kto_venv(install_example, example_dir):
     return install_example(example_dir)
 
 
-def test_alignkit_plugins_lists_the_plugin_with_its_package(kto_venv):
+def test_alignkit_plugins_lists_the_plugin_with_its_package(kto_venv, plugin_rows):
     env, _ = kto_venv
     out = env.run("alignkit", "plugins", ALIGNKIT_STRICT_PLUGINS="1").stdout
-    rows = [line.split()[:3] for line in out.splitlines()]
+    rows = plugin_rows(out)
     assert ["optimizer", "kto", "alignkit-kto"] in rows, out
     assert ["feedback_provider", "keyword", "alignkit-kto"] in rows, out
     assert ["optimizer", "dpo", "alignkit"] in rows, out

@@ -22,15 +22,17 @@ def test_the_estimator_is_short():
     assert len(code) < 40, "the example promises an estimator in under 40 lines"
 
 
-def test_alignkit_plugins_lists_the_estimator_with_its_package(median_venv):
+@pytest.mark.slow  # installs the example into a fresh venv
+def test_alignkit_plugins_lists_the_estimator_with_its_package(median_venv, plugin_rows):
     env, _ = median_venv
     out = env.run("alignkit", "plugins", ALIGNKIT_STRICT_PLUGINS="1").stdout
-    rows = [line.split()[:3] for line in out.splitlines()]
+    rows = plugin_rows(out)
     assert ["advantage_estimator", "median_baseline", "alignkit-median-baseline"] in rows, out
     assert ["advantage_estimator", "grpo", "alignkit"] in rows, out
     assert "not loaded" not in out
 
 
+@pytest.mark.slow  # installs the example into a fresh venv
 def test_grpo_runs_with_the_estimator_chosen_by_config(median_venv, tmp_path):
     import alignkit.plugins.data.demo as demo
     from alignkit.core.testing import FAST_OVERRIDES
@@ -52,6 +54,7 @@ def test_grpo_runs_with_the_estimator_chosen_by_config(median_venv, tmp_path):
     assert any(r["stage"] == "grpo" and "advantage/abs_mean" in r for r in records), "the GRPO step ran"
 
 
+@pytest.mark.slow  # installs the example into a fresh venv
 def test_the_plugins_own_test_suite_passes_against_the_installed_packages(median_venv, tmp_path):
     env, source = median_venv
     # -P: import alignkit_median_baseline from site-packages (what pip installed), not the source folder

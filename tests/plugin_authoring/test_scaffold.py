@@ -65,6 +65,7 @@ def _installed(target, names):
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.slow  # runs each skeleton's pytest in a subprocess
 def test_each_kind_passes_its_own_tests_without_deprecated_pytest_patterns(kind, tmp_path):
     names = Names.of(f"my_{kind}")
     target = new_plugin(names.name, tmp_path, kind=kind, check_names=False)

@@ -44,6 +44,7 @@ def _shims(env):
     pip.chmod(0o755)
 
 
+@pytest.mark.slow  # the whole tutorial in a fresh venv
 def test_every_code_block_of_the_tutorial_runs(make_venv, tmp_path):
     env = make_venv(tmp_path / "venv")
     _shims(env)
@@ -154,6 +155,7 @@ def test_the_training_api_signatures_are_the_code():
                 assert repr(signature.parameters[key].default) == repr(eval(value)), (line, key)
 
 
+@pytest.mark.slow  # trains with the training API's example (over 3 s)
 def test_the_training_api_example_runs(tmp_path):
     text = TRAINING_API.read_text()
     code, expected = re.search(r"## Example.*?```python\n(.*?)```\n\n```text\n(.*?)```", text, re.S).groups()

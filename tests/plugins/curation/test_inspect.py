@@ -36,6 +36,7 @@ def test_the_data_command_is_registered(capsys):
 
 
 @needs_shared
+@pytest.mark.slow  # reads the shared Alpaca slice (over 3 s)
 def test_inspect_the_shared_alpaca_slice(tmp_path, capsys):
     out = tmp_path / "alpaca"
     assert main(["inspect", str(ALPACA), "--out", str(out), "--embedding", "off"]) == 0

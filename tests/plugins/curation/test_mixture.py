@@ -113,6 +113,7 @@ def test_a_bad_mixture_fails_before_the_run_starts(run_alignkit, tmp_path):
     assert not (tmp_path / "run" / "summary.json").exists(), "rejected by alignkit_configure, before any work"
 
 
+@pytest.mark.slow  # a whole pipeline on the tiny model (over 3 s)
 def test_sft_on_a_mixture_of_two_sources_writes_the_manifest(run_alignkit, two_files, tmp_path):
     alpaca, chat = two_files
     mix = ("+data.sources={alpaca:{data:{name:files,sft:'%s',eval_fraction:0.1},weight:2},"

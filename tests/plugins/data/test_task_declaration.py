@@ -131,6 +131,7 @@ MY_PROMPTS = ["Name a colour of the sky.", "Say hello to Ada.", "Suggest a name 
               "Recommend a board game.", "Say goodbye politely."]
 
 
+@pytest.mark.slow  # a whole pipeline on the tiny model (over 3 s)
 def test_preference_on_your_own_prompts_needs_no_nulling_overrides(run_alignkit, tmp_path):
     """Before the data declared its task the pipeline kept only the demo's arithmetic questions and
     scored with the demo's rules: here "What is 2 + 2?" alone would have been evaluated."""

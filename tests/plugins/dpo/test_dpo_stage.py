@@ -60,6 +60,7 @@ def cache_lines(caplog):
     return [r.getMessage() for r in caplog.records if "reference log-probs:" in r.getMessage()]
 
 
+@pytest.mark.slow  # a whole pipeline on the tiny model (over 3 s)
 def test_reference_cache_counts_each_distinct_pair_once(dpo_stage, caplog):
     # train: A, A (a duplicate row), B, C; held out: C (also in train), D -> 4 distinct pairs.
     # 2 steps of batch 2 use all 4 training rows, so the cache is asked for A A B C C D.

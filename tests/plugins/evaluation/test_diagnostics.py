@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from alignkit.plugins.evaluation.diagnostics import DiagnosticsConfig, Monitor
 
 DEMO = Path(__file__).parents[3] / "plugins" / "data" / "demo"
@@ -51,6 +53,7 @@ def test_every_n_steps_and_skipped_stages():
     assert feed(Monitor(DiagnosticsConfig(kl_budget=1.0, enabled=False)), [{"kl": 5.0}]) == []
 
 
+@pytest.mark.slow  # a whole pipeline on the tiny model (over 3 s)
 def test_alarm_warns_logs_and_stops_a_real_stage(run_alignkit, capsys, tmp_path):
     # DPO logs length/chosen every step: watch it with a tiny maximum and stop on the alarm.
     rd = run_alignkit("pipeline=dpo", "data=files", f"data.preferences={DEMO / 'preferences.jsonl'}",

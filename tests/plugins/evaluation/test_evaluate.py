@@ -38,6 +38,7 @@ def summary(path):
     return json.loads((Path(path) / "summary.json").read_text())
 
 
+@pytest.mark.slow  # a whole pipeline on the tiny model (over 3 s)
 def test_evaluate_stage_ends_the_dpo_pipeline(run_alignkit, plugin_manager, tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="alignkit")
     (tmp_path / "evalrules.py").write_text(RULES)
@@ -90,6 +91,7 @@ def alignkit(*args, env=None):
     return proc
 
 
+@pytest.mark.slow  # a multirun of the alignkit command
 def test_multirun_then_report_compares_every_run(tmp_path):
     from alignkit.core.testing import FAST_OVERRIDES
 

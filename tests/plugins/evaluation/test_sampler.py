@@ -48,6 +48,7 @@ def _spy(monkeypatch, cls):
     ((), KVGenerator, TransformersGenerator),
     (("generation=transformers",), TransformersGenerator, KVGenerator),
 ])
+@pytest.mark.slow  # a whole pipeline on the tiny model (over 3 s)
 def test_the_evaluate_stage_samples_through_the_chosen_backend(run_alignkit, tmp_path, monkeypatch, overrides, used,
                                                                unused):
     used_calls, unused_calls = _spy(monkeypatch, used), _spy(monkeypatch, unused)

@@ -5,6 +5,7 @@ answers the data does not hold."""
 import json
 import logging
 
+import pytest
 
 from alignkit.plugins.evaluation.evaluate import EvaluateConfig, Evaluator
 
@@ -47,6 +48,7 @@ def test_win_rate_is_not_asked_of_the_dataset_provider(stage_context):
            "evaluate.scorers=[package.module:function]" in results["warnings"][0]
 
 
+@pytest.mark.slow  # a whole pipeline on the tiny model (over 3 s)
 def test_preference_pipeline_with_dataset_feedback_completes(run_alignkit, tmp_path):
     """The documented run with the user's own (non-arithmetic) pairs: label -> DPO -> evaluate."""
     pairs = tmp_path / "pairs.jsonl"

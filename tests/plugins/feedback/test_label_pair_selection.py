@@ -138,6 +138,7 @@ def test_the_default_still_judges_the_samples_two_by_two(run_alignkit, divpo_rul
     assert "label/selected_pairs" not in summary(rd)["label"]["metrics"]
 
 
+@pytest.mark.slow  # a whole pipeline on the tiny model (over 3 s)
 def test_bad_options_are_reported_before_anything_runs(run_alignkit, divpo_rules):
     with pytest.raises(ConfigError, match=r"label.pair_selection must be one of pairs, best_worst, divpo, not 'mmr'"):
         run_alignkit(*ONLY_LABEL, "label.pair_selection=mmr")

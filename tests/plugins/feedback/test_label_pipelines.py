@@ -21,6 +21,7 @@ def jsonl(path):
     return [json.loads(x) for x in Path(path).read_text().splitlines()]
 
 
+@pytest.mark.slow  # a whole pipeline on the tiny model (over 3 s)
 def test_label_stage_writes_preferences_that_dpo_trains_on(run_alignkit, rules_module, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="alignkit")
     rd = run_alignkit("pipeline=preference", *NO_SFT_DATA, "feedback.fn=fbtest_rules:longer", *LABEL_FAST, *DPO_FAST,
@@ -49,6 +50,7 @@ def test_label_stage_writes_preferences_that_dpo_trains_on(run_alignkit, rules_m
                    for m in messages), split
 
 
+@pytest.mark.slow  # a whole pipeline on the tiny model (over 3 s)
 def test_label_stage_rerun_reuses_sampled_pairs_and_cached_judgements(run_alignkit, rules_module, tmp_path):
     args = ("pipeline=preference", "pipeline.stages=[{name: label, optimizer: label, config: ${label}}]",
             "feedback.fn=fbtest_rules:longer", "feedback.cache=true", f"feedback.cache_dir={tmp_path / 'c'}",
@@ -81,6 +83,7 @@ def critic_fast(tmp_path, prompts=3, eval_prompts=1, rounds=2):
             f"critique_revise.rounds={rounds}")
 
 
+@pytest.mark.slow  # a whole pipeline on the tiny model (over 3 s)
 def test_rlaif_dpo_pipeline_critiques_revises_and_trains(run_alignkit, tmp_path, caplog):
     caplog.set_level(logging.DEBUG, logger="alignkit")
     rd = run_alignkit("pipeline=rlaif_dpo", *NO_SFT_DATA, f"feedback.cache_dir={tmp_path / 'c'}", "feedback.max_length=384",
@@ -118,6 +121,7 @@ LABELERS = {
 
 
 @pytest.mark.parametrize("labeler", sorted(LABELERS))
+@pytest.mark.slow  # a whole pipeline on the tiny model (over 3 s)
 def test_rlaif_dpo_takes_any_labeler_apart_from_its_critic(run_alignkit, tmp_path, labeler):
     rd = run_alignkit("pipeline=rlaif_dpo", *NO_SFT_DATA, *LABELERS[labeler], *critic_fast(tmp_path, 2, 0, 1),
                       *LABEL_FAST, *DPO_FAST, f"optimizer.cache_dir={tmp_path / 'ref'}", "pipeline.skip=[evaluate]")
@@ -130,6 +134,7 @@ def test_rlaif_dpo_takes_any_labeler_apart_from_its_critic(run_alignkit, tmp_pat
     assert stages["dpo"]["metrics"]["data/train_pairs"] == stages["label"]["metrics"]["label/train_pairs"] > 0
 
 
+@pytest.mark.slow  # a whole pipeline through the CLI
 def test_rlaif_dpo_with_people_as_labelers_waits_after_the_critique(tmp_path):
     """feedback=human: the critic revises, SFT trains on the revisions, then the run stops at the label
     stage with exit status 75 and the command that resumes it."""
@@ -169,6 +174,7 @@ def test_critique_revise_needs_a_critic_that_can_revise(stage_ctx, registry):
         critic(ctx)
 
 
+@pytest.mark.slow  # a whole pipeline on the tiny model (over 3 s)
 def test_the_bare_command_runs_the_preference_pipeline_with_the_graded_demo_rule(run_alignkit, compose_config, tmp_path):
     """`alignkit` with no arguments: SFT -> label (graded arithmetic rule) -> DPO -> evaluate."""
     cfg = compose_config()
@@ -200,6 +206,7 @@ def test_the_bare_command_runs_the_preference_pipeline_with_the_graded_demo_rule
     assert m["eval/samples"] == cfg.evaluate.samples * m["eval/prompts"] and "reward/arithmetic_graded/gain_stderr" in m
 
 
+@pytest.mark.slow  # a whole pipeline on the tiny model (over 3 s)
 def test_evaluate_keeps_the_datas_held_out_prompts_when_labelling_held_none_out(run_alignkit, rules_module,
                                                                                  tmp_path):
     """label.eval_prompts=0 writes a preferences artifact with no eval rows; evaluate still

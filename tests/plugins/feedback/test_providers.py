@@ -106,6 +106,7 @@ def test_one_order_only_is_an_option(judge):
     assert provider.backend.forward_calls == 1, "three comparisons, one batch"
 
 
+@pytest.mark.slow  # a whole pipeline on the tiny model (over 3 s)
 def test_principle_sampling_is_seeded_and_recorded(judge):
     prompts = [[{"role": "user", "content": f"Question {i}?"}] for i in range(16)]
     a, b = [f"Answer {i}." for i in range(16)], [f"Reply {i}!" for i in range(16)]
@@ -120,6 +121,7 @@ def test_principle_sampling_is_seeded_and_recorded(judge):
     assert other != first
 
 
+@pytest.mark.slow  # a whole pipeline on the tiny model (over 3 s)
 def test_cache_answers_a_second_run_without_judge_calls(judge):
     first = judge()
     got = first.judge(*PAIRS)

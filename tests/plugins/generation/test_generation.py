@@ -57,7 +57,7 @@ def grpo(registry, run_dir, *overrides):
                    "preference_model=rule", f"preference_model.fn={__name__}:lines", "optimizer.eval_prompts=0",
                    "trainer.batch_size=4", "optimizer.samples_per_prompt=2", "optimizer.max_new_tokens=4",
                    "optimizer.sample_every=0", *overrides], registry)
-    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.optimizer != "evaluate"]
+    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.get("stage") != "evaluate"]
     return run_pipeline(cfg, run_dir, registry)
 
 
@@ -66,6 +66,7 @@ def rewards(rd):
     return [(r["reward/mean"], r["rollout/response_length_mean"]) for r in rows if "reward/mean" in r]
 
 
+@pytest.mark.slow  # a whole pipeline on the tiny model (over 3 s)
 def test_stages_sample_with_a_plugin_generator(tmp_path):
     registry = registry_with([RecordingPlugin()])
     assert "recording" in registry.components("generator")
@@ -78,11 +79,12 @@ def test_stages_sample_with_a_plugin_generator(tmp_path):
                    f"preference_model.fn={__name__}:lines", "pipeline.rounds=1", "best_of_n.prompts=3",
                    "best_of_n.samples=2", "best_of_n.max_new_tokens=4", "best_of_n.batch_size=4",
                    "generation.name=recording"], registry)
-    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.optimizer not in ("evaluate", "sft")]
+    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.get("stage") != "evaluate" and s.get("optimizer") != "sft"]
     run_pipeline(cfg, tmp_path / "best_of_n", registry)
     assert RECORDING.prompts == [4, 2]  # 3 prompts x 2 samples, in batches of 4
 
 
+@pytest.mark.slow  # a whole pipeline on the tiny model (over 3 s)
 def test_vllm_falls_back_to_transformers_where_it_cannot_run(registry, tmp_path, caplog):
     assert V.unavailable_reason() is not None  # CI: no vllm, no CUDA
     with caplog.at_level(logging.WARNING, logger="alignkit"):

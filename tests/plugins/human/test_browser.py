@@ -30,6 +30,7 @@ def browser():
         b.close()
 
 
+@pytest.mark.slow  # drives chromium (over 3 s)
 def test_annotator_labels_by_click_and_keys(browser, label_server, http):
     expect = pytest.importorskip("playwright.sync_api").expect
     store = Store(label_server.db)

@@ -51,6 +51,7 @@ PIPELINE = [  # InstructGPT's loop with people as the labellers: label -> reward
 ]
 
 
+@pytest.mark.slow  # a whole pipeline through the CLI, twice
 def test_pipeline_waits_for_people_then_resumes(tmp_path, label_server, http, registry):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}]}) + "\n"

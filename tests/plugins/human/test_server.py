@@ -13,6 +13,8 @@ import statistics
 import threading
 import time
 
+import pytest
+
 from alignkit.plugins.human.store import Store, side_to_choice
 
 ANNOTATORS = 20
@@ -45,6 +47,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
+@pytest.mark.slow  # load test: 20 annotator threads
 def test_twenty_concurrent_annotators(label_server, make_pairs):
     store = Store(label_server.db)
     store.add_items("load", make_pairs(LABELS_EACH), overlap=ANNOTATORS)
@@ -135,6 +138,7 @@ def test_twenty_concurrent_annotators(label_server, make_pairs):
     assert report["label_ms_p99"] < 10_000 and (report["healthz_ms_max"] or 0) < 10_000
 
 
+@pytest.mark.slow  # kills and restarts the label server (over 3 s)
 def test_sigkill_loses_no_acknowledged_label(label_server, make_pairs):
     store = Store(label_server.db)
     store.add_items("crash", make_pairs(400), overlap=1)

@@ -18,6 +18,7 @@ def _tmp_leftovers(root):
     return [p for p in root.rglob("*") if ".tmp-" in p.name]
 
 
+@pytest.mark.slow  # converts the bundled SmolLM2 GGUF (once per session)
 def test_gguf_path_is_converted_once_into_the_cache(converted, session_cache, bundled_gguf, capfd, timings):
     loaded, _ = converted
     dest = session_cache / "models" / "smollm2-135m-instruct"
@@ -35,6 +36,7 @@ def test_gguf_path_is_converted_once_into_the_cache(converted, session_cache, bu
     assert "converting" not in capfd.readouterr().err
 
 
+@pytest.mark.slow  # converts the bundled SmolLM2 GGUF (once per session)
 def test_converted_folder_is_a_plain_hf_model_with_the_gguf_logits(converted, session_cache, timings):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -51,6 +53,7 @@ def test_converted_folder_is_a_plain_hf_model_with_the_gguf_logits(converted, se
         torch.testing.assert_close(plain(ids).logits, gguf_model(ids).logits, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow  # converts the bundled SmolLM2 GGUF (once per session)
 def test_alias_loads_from_the_converted_cache(converted, session_cache, timings):
     start = time.perf_counter()
     loaded = load_model(ModelSpec("smollm2-135m-instruct"), "policy")
@@ -65,6 +68,7 @@ def test_alias_loads_from_the_converted_cache(converted, session_cache, timings)
     assert "models/smollm2-135m-instruct" in tiny.source
 
 
+@pytest.mark.slow  # converts the bundled SmolLM2 GGUF (over 3 s)
 def test_failed_conversion_leaves_nothing(tmp_path, monkeypatch, bundled_gguf):
     monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path))
 

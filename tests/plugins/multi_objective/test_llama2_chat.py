@@ -41,6 +41,7 @@ def sources(ctx):
     return {row["source"].rsplit("/", 1)[0] for row in rows}, len(rows)
 
 
+@pytest.mark.slow  # a whole stage on the tiny model (over 3 s)
 def test_a_stage_reads_its_own_preference_set(registry, tmp_path):
     # data=demo: the run's pairs are every family's; a stage's own options pick the helpful or harmless set
     assert sources(stage_context(registry, tmp_path)) == (
@@ -94,6 +95,7 @@ def llama2_rule(helpful: float, safe: float, threshold: float = 0.15) -> float:
     return safe if 1 / (1 + math.exp(-safe)) < threshold else helpful
 
 
+@pytest.mark.slow  # the whole seven-stage recipe
 def test_llama2_chat_runs_end_to_end(registry, tmp_path):
     cfg = compose([*FAST_OVERRIDES, *TINY], registry)
     rd = run_pipeline(cfg, tmp_path / "run", registry)

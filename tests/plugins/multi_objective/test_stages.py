@@ -39,6 +39,7 @@ def rows_of(rd, stage):
     return [r for r in rows if r["stage"] == stage]
 
 
+@pytest.mark.slow  # trains an on-policy optimizer for several steps (over 3 s)
 def test_grpo_and_evaluate_log_the_members_and_the_multiplier(registry, tmp_path):
     cfg = compose([*FAST_OVERRIDES, "pipeline=grpo", "data=files", f"data.prompts={PROMPTS}",
                    *composite("constrained", helpful="words", cost="unit_cost"),
@@ -78,7 +79,7 @@ def test_best_of_n_keeps_each_samples_member_scores(registry, tmp_path):
                    "preference_model.normalise=none", "+preference_model.weights={words: 1.0, excited: 2.0}",
                    "best_of_n.prompt_filter=null", "best_of_n.prompts=3", "best_of_n.samples=4",
                    "best_of_n.max_new_tokens=8", "best_of_n.score_batch_size=5"], registry)
-    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.optimizer == "best_of_n"]
+    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.get("stage") == "best_of_n"]
     rd = run_pipeline(cfg, tmp_path / "run", registry)
 
     samples = [json.loads(line) for line in
@@ -94,13 +95,14 @@ def test_best_of_n_keeps_each_samples_member_scores(registry, tmp_path):
 
 
 @pytest.mark.parametrize("optimizer", ["ppo", "online_dpo"])
+@pytest.mark.slow  # trains an on-policy optimizer for several steps (over 3 s)
 def test_other_rollout_optimizers_log_the_members(registry, tmp_path, optimizer):
     cfg = compose([*FAST_OVERRIDES, f"pipeline={optimizer}", "data=files", f"data.prompts={PROMPTS}",
                    *composite("constrained", helpful="words", cost="unit_cost"),
                    "preference_model.cost_budget=0.25", "preference_model.lambda_lr=0.5",
                    "preference_model.lambda_init=0.5", "optimizer.eval_prompts=0", "trainer.batch_size=4",
                    "optimizer.max_new_tokens=6", "optimizer.sample_every=0"], registry)
-    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.optimizer == optimizer]
+    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.get("optimizer") == optimizer]
     rd = run_pipeline(cfg, tmp_path / "run", registry)
     steps = [r for r in rows_of(rd, optimizer) if "reward/mean" in r]
     assert [s["reward/lambda"] for s in steps] == pytest.approx([0.5, 0.875])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 import alignkit.plugins.data.demo as demo_pkg
@@ -22,6 +23,7 @@ def jsonl(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
+@pytest.mark.slow  # a whole multi-round pipeline
 def test_each_round_trains_against_the_previous_rounds_policy(run_alignkit, tmp_path):
     cache = tmp_path / "reference_logps"
     rd = run_alignkit("pipeline=iterative_dpo", "pipeline.rounds=2", "data=files",

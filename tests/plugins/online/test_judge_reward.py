@@ -40,11 +40,12 @@ def grpo_with_judge(registry, run_dir, cache):
     cfg = compose([*FAST_OVERRIDES, "pipeline=grpo", "data=files", f"data.prompts={PROMPTS}", "preference_model=judge",
                    f"preference_model.cache_dir={cache}", "preference_model.batch_size=4", "trainer.batch_size=8",
                    "optimizer.max_new_tokens=6", "optimizer.eval_prompts=0", "optimizer.sample_every=0"], registry)
-    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.optimizer != "evaluate"]
+    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.get("stage") != "evaluate"]
     rd = run_pipeline(cfg, run_dir, registry)
     return json.loads((rd.path / "summary.json").read_text())["stages"]["grpo"]["metrics"]
 
 
+@pytest.mark.slow  # trains an on-policy optimizer for several steps (over 3 s)
 def test_a_judge_rewarded_run_caches_and_batches_its_calls(registry, tmp_path, judge_calls):
     first = grpo_with_judge(registry, tmp_path / "one", tmp_path / "cache")
     asked = sum(judge_calls)

@@ -37,6 +37,7 @@ def test_best_of_picks_the_first_highest_non_empty_response():
     assert best_of([1.0], [""], None) is None
 
 
+@pytest.mark.slow  # whole rejection-sampling rounds on the tiny model (over 3 s)
 def test_rejection_sampling_keeps_exactly_the_best_and_rounds_chain(run_alignkit, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="alignkit")
     rd = run_alignkit("pipeline=rejection_sampling", *FAST, f"preference_model.fn={__name__}:variety")
@@ -89,6 +90,7 @@ def test_rejection_sampling_keeps_exactly_the_best_and_rounds_chain(run_alignkit
     assert sum(m.startswith("best_of_n: train: 24 samples, ") for m in messages) == 2, messages
 
 
+@pytest.mark.slow  # whole rejection-sampling rounds on the tiny model (over 3 s)
 def test_a_threshold_drops_prompts_whose_best_is_not_good_enough(run_alignkit, tmp_path):
     args = ("pipeline=rejection_sampling", *FAST, f"preference_model.fn={__name__}:variety", "pipeline.rounds=1",
             "pipeline.stages=[{name: best_of_n, optimizer: best_of_n, config: ${best_of_n}, repeat: true}]")
@@ -104,6 +106,7 @@ def test_a_threshold_drops_prompts_whose_best_is_not_good_enough(run_alignkit, t
         run_alignkit(*args, "best_of_n.threshold=1000", run_dir=tmp_path / "b")
 
 
+@pytest.mark.slow  # whole rejection-sampling rounds on the tiny model (over 3 s)
 def test_best_over_rounds_keeps_each_prompts_best_answer_of_every_round(run_alignkit, tmp_path):
     """best_of_n.best_over_rounds (Llama 2): round 2 scores round 1's kept answer again beside its own samples
     and keeps whichever is best; prompts round 2 did not sample keep round 1's answer."""

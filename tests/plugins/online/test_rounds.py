@@ -85,6 +85,7 @@ def variety(prompt, response):
     return float(len(set(response)))
 
 
+@pytest.mark.slow  # runs and regrows a multi-round pipeline (over 3 s)
 def test_a_finished_run_grows_by_rounds(run_alignkit, tmp_path):
     """Rerunning with a larger pipeline.rounds keeps the finished rounds and adds the new ones."""
     import json

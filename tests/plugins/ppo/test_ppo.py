@@ -35,7 +35,7 @@ def run_ppo(registry, run_dir, *overrides):
                    f"preference_model.fn={__name__}:newlines", "optimizer.eval_prompts=0", "trainer.batch_size=8",
                    "optimizer.max_new_tokens=6", "optimizer.temperature=0.1", "optimizer.trainer.learning_rate=2e-4",
                    "optimizer.sample_every=2", *overrides], registry)
-    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.optimizer != "evaluate"]
+    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.get("stage") != "evaluate"]
     return run_pipeline(cfg, run_dir, registry)
 
 
@@ -44,6 +44,7 @@ def ppo_metrics(rd):
     return [r for r in rows if r["stage"] == "ppo" and "reward/mean" in r]
 
 
+@pytest.mark.slow  # trains an on-policy optimizer for several steps (over 3 s)
 def test_ppo_raises_a_learnable_rule_reward(registry, tmp_path):
     rd = run_ppo(registry, tmp_path / "run", "trainer.max_steps=5", "optimizer.critic=shared", "optimizer.ppo_epochs=3")
     steps = ppo_metrics(rd)
@@ -66,6 +67,7 @@ def test_ppo_raises_a_learnable_rule_reward(registry, tmp_path):
     assert (rd.path / "02-ppo" / "model" / "model.safetensors").exists()
 
 
+@pytest.mark.slow  # trains an on-policy optimizer for several steps (over 3 s)
 def test_a_stopped_run_resumes_to_the_same_policy(registry, plugin_manager, tmp_path):
     fast = ("trainer.max_steps=3", "trainer.checkpoint_every=1", "trainer.batch_size=4",
             "optimizer.max_new_tokens=4", "optimizer.ppo_epochs=2", "optimizer.adaptive_kl=true",
@@ -120,7 +122,7 @@ def test_a_raising_rule_stops_the_stage_naming_rule_and_sample(registry, tmp_pat
 
 def test_ppo_needs_a_preference_model_and_valid_options(registry, tmp_path):
     cfg = compose([*FAST_OVERRIDES, "pipeline=ppo", "data=files", f"data.prompts={PROMPTS}"], registry)
-    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.optimizer != "evaluate"]
+    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.get("stage") != "evaluate"]
     with pytest.raises(ConfigError, match="needs a preference_model"):
         run_pipeline(cfg, tmp_path / "a", registry)
     with pytest.raises(ConfigError, match="optimizer.critic must be one of"):

@@ -49,6 +49,7 @@ def trained(tmp_path_factory, learnable_files):
     return run_pipeline(cfg, tmp_path_factory.mktemp("rm") / "run", registry), registry
 
 
+@pytest.mark.slow  # trains a reward model until it learns (over 3 s)
 def test_the_stage_learns_a_learnable_preference_set(trained, learnable_files):
     rd, registry = trained
     assert stage(rd, "sft")["status"] == "skipped"
@@ -91,6 +92,7 @@ def test_a_completed_stage_is_skipped_on_rerun(trained, learnable_files):
     assert (rd.path / "metrics.jsonl").read_text().count("\n") == lines, "nothing was trained again"
 
 
+@pytest.mark.slow  # trains reward models (over 3 s)
 def test_soft_labels_and_an_ensemble(tmp_path, run_alignkit):
     """strength 0 says the *rejected* answer is better: the model must learn the reverse order.
     Three heads, each on its own bootstrap resample; scoring penalises their disagreement."""
@@ -146,6 +148,7 @@ class _CrashAt:
             raise KeyboardInterrupt("simulated crash")
 
 
+@pytest.mark.slow  # trains, stops and resumes (over 3 s)
 def test_an_interrupted_stage_resumes_to_the_same_weights(tmp_path, learnable_files, plugin_manager):
     from alignkit.core.registry import Registry
     from safetensors.torch import load_file

@@ -35,7 +35,7 @@ def run(registry, run_dir, pipeline, *overrides, fn="varied"):
                    "trainer.batch_size=8", "trainer.max_steps=2", "optimizer.max_new_tokens=6",
                    "optimizer.temperature=0.7", "optimizer.sample_every=0", "optimizer.trainer.learning_rate=3e-4",
                    *overrides], registry)
-    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.optimizer != "evaluate"]
+    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.get("stage") != "evaluate"]
     return run_pipeline(cfg, run_dir, registry), cfg
 
 
@@ -69,6 +69,7 @@ def test_a_new_algorithm_runs_from_its_config(registry, tmp_path, pipeline, part
     assert (rd.path / f"02-{pipeline}" / "model" / "model.safetensors").exists()
 
 
+@pytest.mark.slow  # trains DAPO for several steps (over 3 s)
 def test_dapo_drops_tied_groups_refills_the_batch_and_shapes_overlong_responses(registry, tmp_path):
     rd, cfg = run(registry, tmp_path / "run", "dapo", "trainer.max_steps=3", "optimizer.overlong_buffer=2",
                   fn="half_tied")
@@ -110,6 +111,7 @@ def test_a_wrong_part_is_an_error_before_training(registry, tmp_path, override, 
     assert not metrics.exists() or "reward/mean" not in metrics.read_text()  # no step ran
 
 
+@pytest.mark.slow  # trains, stops and resumes (over 3 s)
 def test_dapo_resumes_to_the_same_policy(registry, plugin_manager, tmp_path):
     fast = ("trainer.max_steps=3", "trainer.checkpoint_every=1", "trainer.batch_size=4",
             "optimizer.samples_per_prompt=2", "optimizer.max_new_tokens=4", "optimizer.overlong_buffer=2")

@@ -60,7 +60,7 @@ def run(registry, run_dir: Path, overrides: list[str]) -> list[dict]:
                    f"preference_model.fn={__name__}:varied", "optimizer.eval_prompts=0", "trainer.batch_size=8",
                    "trainer.max_steps=3", "optimizer.max_new_tokens=6", "optimizer.temperature=0.7",
                    "optimizer.sample_every=0", *overrides], registry)
-    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.optimizer != "evaluate"]
+    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.get("stage") != "evaluate"]
     rd = run_pipeline(cfg, run_dir, registry)
     rows = [json.loads(line) for line in (rd.path / "metrics.jsonl").read_text().splitlines()]
     stage = cfg.pipeline.stages[-1].name

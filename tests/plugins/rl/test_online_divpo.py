@@ -59,7 +59,7 @@ def test_online_dpo_trains_on_divpo_pairs(registry, tmp_path):
                    "optimizer.temperature=0.7", "optimizer.samples_per_prompt=4", "optimizer.pair_selection=divpo",
                    "optimizer.diversity_n=1", "optimizer.sample_every=1", "optimizer.samples_per_log=8",
                    "optimizer.trainer.learning_rate=1e-3"], registry)
-    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.optimizer != "evaluate"]
+    cfg.pipeline.stages = [s for s in cfg.pipeline.stages if s.get("stage") != "evaluate"]
     rd = run_pipeline(cfg, tmp_path / "run", registry)
     rows = [json.loads(line) for line in (rd.path / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if r.get("stage") == "online_dpo" and "pairs/trained" in r]

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import sys
 import warnings
@@ -265,5 +266,21 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(code)
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """The ``alignkit`` console script: ``main``, then an exit that skips the interpreter's teardown.
+
+    Freeing torch's and transformers' module state at exit took ~1.5 s of a 20 s smoke run; the
+    atexit handlers (loggers, temporary folders) still run, and the streams are flushed first.
+    In-process callers (tests) use ``main``, which returns."""
+    import atexit
+
     main()
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    console_main()

@@ -125,13 +125,21 @@ class Registry:
             return available[name].entry
         close = difflib.get_close_matches(name, list(available), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        failed = plugin_failures(self.pm)
+        failed = self.failed_plugins_hint()
         if failed:
-            hint += " These plugins failed to load and may provide it: " + "; ".join(
-                f"'{f.plugin}' from package '{f.package}' ({f.message})" for f in failed) + "."
+            hint += " " + failed
         raise ConfigError(
             f"unknown {kind} '{name}'. Available: {', '.join(sorted(available)) or '(none)'}.{hint}"
         )
+
+    def failed_plugins_hint(self) -> str:
+        """The sentence an unknown-name error ends with when plugins failed to load ("" when none did):
+        the name may be theirs."""
+        failed = plugin_failures(self.pm)
+        if not failed:
+            return ""
+        return "These plugins failed to load and may provide it: " + "; ".join(
+            f"'{f.plugin}' from package '{f.package}' ({f.message})" for f in failed) + "."
 
     def all(self) -> Iterator[tuple[str, Registered]]:
         for kind in _HOOK_OF_KIND:

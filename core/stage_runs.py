@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from alignkit.core.errors import ConfigError
-from alignkit.core.manager import plugin_failures
 from alignkit.core.registry import HOLDS, Registry
 
 log = logging.getLogger("alignkit")
@@ -99,8 +98,7 @@ def unknown_message(registry: Registry, key: str, name: str, label: Any) -> str:
     if close:
         kind = next(kind for kind in KINDS if close[0] in contents[kind])
         lines.append(f"Did you mean '{close[0]}' (`{kind}: {close[0]}`)?")
-    failed = plugin_failures(registry.pm)
+    failed = registry.failed_plugins_hint()
     if failed:
-        lines.append("These plugins failed to load and may provide it: " + "; ".join(
-            f"'{f.plugin}' from package '{f.package}' ({f.message})" for f in failed) + ".")
+        lines.append(failed)
     return " ".join(lines)
